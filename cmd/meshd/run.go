@@ -1,0 +1,147 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"sync"
+	"syscall"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/meshd/meshd/admin"
+	"github.com/meshd/meshd/config"
+	"github.com/meshd/meshd/proxy"
+)
+
+// idleBeforeExit is how long meshd waits with no active connection before
+// it exits during a drain (the contract's "idle for 1 s").
+const idleBeforeExit = time.Second
+
+func cmdRun(e env) int {
+	cfg, _, code, ok := loadConfig(e, 0)
+	if !ok {
+		return code
+	}
+	log := newLogger(cfg.LogLevel, e.stderr)
+	defer func() { _ = log.Sync() }()
+	for _, name := range config.Unknown(e.environ) {
+		log.Warn("unknown variable ignored", zap.String("variable", name))
+	}
+	ver, rev, goVersion := buildVersion()
+	log.Info("starting", zap.String("version", ver), zap.String("commit", rev), zap.String("go", goVersion),
+		zap.Any("config", cfg.Effective()))
+
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+	defer signal.Stop(sigs)
+
+	if err := serve(cfg, log, sigs); err != nil {
+		log.Error("meshd failed", zap.Error(err))
+		return exitFailure
+	}
+	log.Info("stopped")
+	return exitOK
+}
+
+// serve binds every listener, serves until a signal or POST /shutdown,
+// drains, and returns nil on a clean stop.
+func serve(cfg *config.Config, log *zap.Logger, sigs <-chan os.Signal) error {
+	var lc net.ListenConfig
+	ctx := context.Background()
+	bind := func(name, addr string) (net.Listener, error) {
+		ln, err := lc.Listen(ctx, "tcp", addr)
+		if err != nil {
+			return nil, &listenError{name: name, err: err}
+		}
+		log.Info("listening", zap.String("listener", name), zap.Stringer("addr", ln.Addr()))
+		return ln, nil
+	}
+	var lns []net.Listener
+	closeAll := func() {
+		for _, ln := range lns {
+			_ = ln.Close()
+		}
+	}
+	defer closeAll()
+	names := []string{"outbound", "inbound", "admin", "health"}
+	addrs := []string{cfg.OutboundAddr, cfg.InboundAddr, cfg.AdminAddr, cfg.HealthAddr}
+	for i, name := range names {
+		ln, err := bind(name, addrs[i])
+		if err != nil {
+			return err
+		}
+		lns = append(lns, ln)
+	}
+	outLn, inLn, adminLn, healthLn := lns[0], lns[1], lns[2], lns[3]
+
+	state := &admin.State{}
+	shutdown := make(chan struct{})
+	var once sync.Once
+	requestShutdown := func() { once.Do(func() { close(shutdown) }) }
+
+	adminSrv := &http.Server{Handler: admin.Handler(admin.Options{State: state, Config: cfg, Shutdown: requestShutdown}),
+		ReadHeaderTimeout: 10 * time.Second, ErrorLog: zap.NewStdLog(log.Named("admin"))}
+	healthSrv := &http.Server{Handler: admin.HealthHandler(state),
+		ReadHeaderTimeout: 10 * time.Second, ErrorLog: zap.NewStdLog(log.Named("health"))}
+
+	errc := make(chan error, 4)
+	var wg sync.WaitGroup
+	goServe := func(name string, f func() error) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := f(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				errc <- &listenError{name: name, err: err}
+			}
+		}()
+	}
+	outbound := &proxy.Listener{Name: "outbound", Log: log}
+	inbound := &proxy.Listener{Name: "inbound", Log: log}
+	goServe("outbound", func() error { return outbound.Serve(outLn) })
+	goServe("inbound", func() error { return inbound.Serve(inLn) })
+	goServe("admin", func() error { return adminSrv.Serve(adminLn) })
+	goServe("health", func() error { return healthSrv.Serve(healthLn) })
+	state.SetReady()
+	log.Info("ready")
+
+	var serveErr error
+	select {
+	case sig := <-sigs:
+		log.Info("draining", zap.Stringer("signal", sig), zap.Duration("drain_timeout", cfg.DrainTimeout))
+	case <-shutdown:
+		log.Info("draining", zap.String("signal", "POST /shutdown"), zap.Duration("drain_timeout", cfg.DrainTimeout))
+	case serveErr = <-errc:
+	}
+	if serveErr == nil {
+		state.Drain()
+		// The inbound listener stops taking connections; the outbound one
+		// keeps serving the app's last calls until meshd exits.
+		_ = inLn.Close()
+		wait := min(idleBeforeExit, cfg.DrainTimeout)
+		select {
+		case sig := <-sigs:
+			log.Info("second signal: exiting now", zap.Stringer("signal", sig))
+		case <-time.After(wait):
+		}
+	}
+	closeAll()
+	sctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	_ = adminSrv.Shutdown(sctx)
+	_ = healthSrv.Shutdown(sctx)
+	wg.Wait()
+	return serveErr
+}
+
+type listenError struct {
+	name string
+	err  error
+}
+
+func (e *listenError) Error() string { return e.name + " listener: " + e.err.Error() }
+func (e *listenError) Unwrap() error { return e.err }
