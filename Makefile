@@ -34,7 +34,7 @@ lint:
 
 ## demo: meshd on static endpoints with tiny local upstreams (no root, no Consul)
 demo: build
-	bash examples/demo/run.sh
+	$(GO) run ./examples/demo -meshd bin/meshd
 
 ## bench: micro-benchmarks of the hot path
 bench:

@@ -303,6 +303,7 @@ func TestStaticEndpoints(t *testing.T) {
 		"a=1.2.3.4:80":                      "a=1.2.3.4:80",
 		" a = 1.2.3.4:80 , localhost:81 ; ": "a=1.2.3.4:80,localhost:81",
 		"a=1.2.3.4:80;b.svc=[fd00::1]:443":  "a=1.2.3.4:80;b.svc=[fd00::1]:443",
+		"empty=;a=1.2.3.4:80":               "empty=;a=1.2.3.4:80",
 	}
 	for in, want := range good {
 		se, err := ParseStaticEndpoints(in)
@@ -310,7 +311,7 @@ func TestStaticEndpoints(t *testing.T) {
 			t.Errorf("ParseStaticEndpoints(%q) = %q, %v; want %q", in, se, err, want)
 		}
 	}
-	for _, bad := range []string{"a", "a=", "=1.2.3.4:80", "a=1.2.3.4", "a=1.2.3.4:0", "a=1.2.3.4:80;a=1.2.3.5:80", "a b=1.2.3.4:80", "a=:80", "a=fd00::1:80"} {
+	for _, bad := range []string{"a", "=1.2.3.4:80", "a=1.2.3.4", "a=1.2.3.4:0", "a=1.2.3.4:80;a=1.2.3.5:80", "a b=1.2.3.4:80", "a=:80", "a=fd00::1:80"} {
 		if _, err := ParseStaticEndpoints(bad); err == nil {
 			t.Errorf("ParseStaticEndpoints(%q) accepted", bad)
 		}

@@ -344,7 +344,7 @@ type StaticEndpoints []StaticService
 
 // ParseStaticEndpoints reads name=host:port,host:port;name2=host:port.
 // Names are unique; each endpoint has a host (address or DNS name) and a
-// port from 1 to 65535.
+// port from 1 to 65535. "name=" declares a service with no endpoints.
 func ParseStaticEndpoints(s string) (StaticEndpoints, error) {
 	const want = expectation("name=host:port,host:port;name2=host:port")
 	var out StaticEndpoints
@@ -379,9 +379,8 @@ func ParseStaticEndpoints(s string) (StaticEndpoints, error) {
 			}
 			svc.Endpoints = append(svc.Endpoints, ep)
 		}
-		if len(svc.Endpoints) == 0 {
-			return nil, expectation(string(want) + " with at least one endpoint per service")
-		}
+		// A service listed with no endpoints is known and has none: its
+		// requests are answered 503 instead of passed through.
 		out = append(out, svc)
 	}
 	return out, nil

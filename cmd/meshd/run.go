@@ -15,6 +15,7 @@ import (
 
 	"github.com/meshd/meshd/admin"
 	"github.com/meshd/meshd/config"
+	"github.com/meshd/meshd/discovery"
 	"github.com/meshd/meshd/proxy"
 )
 
@@ -100,10 +101,10 @@ func serve(cfg *config.Config, log *zap.Logger, sigs <-chan os.Signal) error {
 			}
 		}()
 	}
-	outbound := &proxy.Listener{Name: "outbound", Log: log}
-	inbound := &proxy.Listener{Name: "inbound", Log: log}
-	goServe("outbound", func() error { return outbound.Serve(outLn) })
-	goServe("inbound", func() error { return inbound.Serve(inLn) })
+	px := proxy.New(proxy.Options{Config: cfg, Resolver: newResolver(cfg), Log: log, OwnPorts: ownPorts(cfg)})
+	defer px.Close()
+	goServe("outbound", func() error { return px.ServeOutbound(outLn) })
+	goServe("inbound", func() error { return px.ServeInbound(inLn) })
 	goServe("admin", func() error { return adminSrv.Serve(adminLn) })
 	goServe("health", func() error { return healthSrv.Serve(healthLn) })
 	state.SetReady()
@@ -118,16 +119,7 @@ func serve(cfg *config.Config, log *zap.Logger, sigs <-chan os.Signal) error {
 	case serveErr = <-errc:
 	}
 	if serveErr == nil {
-		state.Drain()
-		// The inbound listener stops taking connections; the outbound one
-		// keeps serving the app's last calls until meshd exits.
-		_ = inLn.Close()
-		wait := min(idleBeforeExit, cfg.DrainTimeout)
-		select {
-		case sig := <-sigs:
-			log.Info("second signal: exiting now", zap.Stringer("signal", sig))
-		case <-time.After(wait):
-		}
+		drain(cfg, log, state, px, inLn, sigs)
 	}
 	closeAll()
 	sctx, cancel := context.WithTimeout(context.Background(), time.Second)
@@ -136,6 +128,57 @@ func serve(cfg *config.Config, log *zap.Logger, sigs <-chan os.Signal) error {
 	_ = healthSrv.Shutdown(sctx)
 	wg.Wait()
 	return serveErr
+}
+
+// drain runs the contract's shutdown: /ready turns 503, the inbound
+// listener stops accepting, HTTP connections close after their current
+// request, the outbound listener keeps serving the app's last calls; it
+// returns once no connection has been open for idleBeforeExit, at the
+// drain timeout, or at a second signal.
+func drain(cfg *config.Config, log *zap.Logger, state *admin.State, px *proxy.Proxy, inLn net.Listener, sigs <-chan os.Signal) {
+	state.Drain()
+	_ = inLn.Close()
+	px.Drain()
+	deadline := time.NewTimer(cfg.DrainTimeout)
+	defer deadline.Stop()
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if px.IdleFor() >= idleBeforeExit {
+			log.Info("drained: no open connection")
+			return
+		}
+		select {
+		case sig := <-sigs:
+			log.Info("second signal: exiting now", zap.Stringer("signal", sig), zap.Int("open_connections", px.Open()))
+			return
+		case <-deadline.C:
+			log.Info("drain timeout: closing open connections", zap.Int("open_connections", px.Open()))
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+// newResolver builds discovery: the static list (Consul joins it when
+// configured).
+func newResolver(cfg *config.Config) discovery.Resolver {
+	lists := make(map[string][]string, len(cfg.StaticServices))
+	for _, s := range cfg.StaticServices {
+		lists[s.Name] = s.Endpoints
+	}
+	return discovery.Chain{discovery.NewStatic(lists)}
+}
+
+// ownPorts are the ports of meshd's own listeners.
+func ownPorts(cfg *config.Config) []uint16 {
+	var out []uint16
+	for _, a := range []string{cfg.OutboundAddr, cfg.InboundAddr, cfg.AdminAddr, cfg.HealthAddr} {
+		if p, err := portOf(a); err == nil {
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
 type listenError struct {

@@ -21,6 +21,8 @@ var rules = map[string][]string{
 	"discovery":        {},
 	"proxy/origdst":    {},
 	"proxy/sniff":      {},
+	"proxy/balance":    {},
+	"proxy/opaque":     {},
 	"resilience":       {"config"},
 	"discovery/static": {"discovery", "config"},
 	"discovery/consul": {"discovery", "config"},

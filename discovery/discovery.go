@@ -1,0 +1,110 @@
+// Package discovery is the seam between the proxy and the sources of
+// endpoints: a Resolver answers a service name with an immutable Snapshot
+// of its endpoints, and each Snapshot says when it has been superseded. The
+// static list and Consul plug in behind it. It imports no other meshd
+// package.
+package discovery
+
+import (
+	"context"
+	"errors"
+	"strings"
+)
+
+// Source says where a snapshot came from, as the admin API shows it.
+type Source string
+
+// The sources of endpoints.
+const (
+	SourceStatic      Source = "static"
+	SourceConsul      Source = "consul"
+	SourcePassthrough Source = "passthrough"
+)
+
+// ErrUnknownService is returned by a Resolver that does not know the name:
+// the proxy then passes the traffic through to its original destination.
+var ErrUnknownService = errors.New("unknown service")
+
+// Endpoint is one instance of a service.
+type Endpoint struct {
+	// Address is host:port; the host is an IP address, or a DNS name for
+	// static endpoints written that way.
+	Address string
+}
+
+// Snapshot is the endpoint set of one service at one moment. It is never
+// modified; a change produces a new Snapshot.
+type Snapshot struct {
+	Service   string
+	Source    Source
+	Endpoints []Endpoint
+	// Changed is closed when a newer snapshot replaces this one; nil means
+	// this snapshot never changes.
+	Changed <-chan struct{}
+}
+
+// Resolver finds the endpoints of a service.
+type Resolver interface {
+	// Resolve returns the current snapshot of service, or an error
+	// wrapping ErrUnknownService when the resolver does not know it. The
+	// first call for a name may wait for the source (bounded by ctx);
+	// later calls answer from memory.
+	Resolve(ctx context.Context, service string) (*Snapshot, error)
+}
+
+// Chain asks each resolver in turn and returns the first answer that is
+// not ErrUnknownService: a name in the static list is served from it, other
+// names go to Consul.
+type Chain []Resolver
+
+// Resolve implements Resolver.
+func (ch Chain) Resolve(ctx context.Context, service string) (*Snapshot, error) {
+	for _, r := range ch {
+		s, err := r.Resolve(ctx, service)
+		if errors.Is(err, ErrUnknownService) {
+			continue
+		}
+		return s, err
+	}
+	return nil, ErrUnknownService
+}
+
+// Static serves fixed endpoint lists. Names are matched without regard to
+// case.
+type Static struct {
+	services map[string]*Snapshot
+}
+
+// NewStatic returns a resolver over lists: service name → host:port
+// addresses. A name with an empty list is known and has no endpoints.
+func NewStatic(lists map[string][]string) *Static {
+	s := &Static{services: make(map[string]*Snapshot, len(lists))}
+	for name, addrs := range lists {
+		snap := &Snapshot{Service: name, Source: SourceStatic, Endpoints: make([]Endpoint, len(addrs))}
+		for i, a := range addrs {
+			snap.Endpoints[i] = Endpoint{Address: a}
+		}
+		s.services[strings.ToLower(name)] = snap
+	}
+	return s
+}
+
+// Resolve implements Resolver; it never blocks.
+func (s *Static) Resolve(_ context.Context, service string) (*Snapshot, error) {
+	if snap, ok := s.services[service]; ok {
+		return snap, nil
+	}
+	if snap, ok := s.services[strings.ToLower(service)]; ok {
+		return snap, nil
+	}
+	return nil, ErrUnknownService
+}
+
+// Services returns every service the resolver knows, for the admin API.
+func (s *Static) Services() []*Snapshot {
+	out := make([]*Snapshot, 0, len(s.services))
+	for _, snap := range s.services {
+		out = append(out, snap)
+	}
+	return out
+}

@@ -1,0 +1,167 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/meshd/meshd/proxy/origdst"
+	"github.com/meshd/meshd/proxy/sniff"
+)
+
+// connInfo is what meshd knows of a client connection before its first
+// request: its direction and where the client was going.
+type connInfo struct {
+	inbound    bool
+	dst        netip.AddrPort // original destination (the listener's own address when not redirected)
+	redirected bool           // false: explicit mode
+}
+
+// conn is an accepted client connection. Its Read first returns the bytes
+// read for protocol detection, so nothing the client sent is lost. It
+// embeds only net.Conn's methods: an io.Copy from it must go through Read.
+type conn struct {
+	tcp     *net.TCPConn
+	p       *Proxy
+	info    connInfo
+	pending []byte
+	buf     *[]byte // pooled detection buffer behind pending
+
+	once sync.Once
+}
+
+var _ net.Conn = (*conn)(nil)
+
+func (c *conn) Read(b []byte) (int, error) {
+	if len(c.pending) > 0 {
+		n := copy(b, c.pending)
+		c.pending = c.pending[n:]
+		return n, nil
+	}
+	return c.tcp.Read(b)
+}
+
+func (c *conn) Write(b []byte) (int, error)        { return c.tcp.Write(b) }
+func (c *conn) LocalAddr() net.Addr                { return c.tcp.LocalAddr() }
+func (c *conn) RemoteAddr() net.Addr               { return c.tcp.RemoteAddr() }
+func (c *conn) SetDeadline(t time.Time) error      { return c.tcp.SetDeadline(t) }
+func (c *conn) SetReadDeadline(t time.Time) error  { return c.tcp.SetReadDeadline(t) }
+func (c *conn) SetWriteDeadline(t time.Time) error { return c.tcp.SetWriteDeadline(t) }
+
+// Close closes the connection and ends its accounting, once.
+func (c *conn) Close() error {
+	err := c.tcp.Close()
+	c.once.Do(func() {
+		c.p.untrack(c)
+		if c.buf != nil {
+			c.pending = nil
+			putBuf(c.buf)
+			c.buf = nil
+		}
+	})
+	return err
+}
+
+// reset closes the connection so that the client sees a reset, the TCP
+// way of saying "refused".
+func (c *conn) reset() {
+	_ = c.tcp.SetLinger(0)
+	_ = c.Close()
+}
+
+var bufPool = sync.Pool{New: func() any { b := make([]byte, sniff.MaxPeek); return &b }}
+
+func getBuf() *[]byte  { return bufPool.Get().(*[]byte) }
+func putBuf(b *[]byte) { bufPool.Put(b) }
+
+var connectPrefix = []byte("CONNECT ")
+
+// handle serves one accepted connection to its end. Nothing a client sends
+// may crash meshd: a panic is logged and ends only this connection.
+func (p *Proxy) handle(c *conn, inbound bool) {
+	defer func() {
+		if r := recover(); r != nil {
+			p.log.Error("connection handler panicked", zap.Any("panic", r), zap.Stack("stack"))
+			c.reset()
+		}
+	}()
+	dst, redirected, err := origdst.Lookup(c.tcp)
+	if err != nil {
+		p.log.Warn("original destination unknown", zap.Error(err))
+		c.reset()
+		return
+	}
+	c.info = connInfo{inbound: inbound, dst: dst, redirected: redirected}
+	if inbound && (!redirected || p.ownPort(dst.Port())) {
+		// Straight to the inbound port, or redirected to one of meshd's own
+		// ports: never an open proxy, never a loop.
+		if ce := p.log.Check(zap.DebugLevel, "inbound connection refused"); ce != nil {
+			ce.Write(zap.Stringer("client", c.RemoteAddr()), zap.Stringer("dst", dst), zap.Bool("redirected", redirected))
+		}
+		c.reset()
+		return
+	}
+	if redirected && p.cfg.OpaquePorts.Contains(dst.Port()) {
+		p.serveTCP(c, nil)
+		return
+	}
+
+	c.buf = getBuf()
+	proto, peek, err := sniff.Detect(c.tcp, p.cfg.DetectTimeout, *c.buf)
+	if err != nil {
+		// The client closed or reset before meshd could decide; for a
+		// redirected connection whatever it sent still goes on.
+		if len(peek) == 0 || !redirected {
+			_ = c.Close()
+			return
+		}
+		proto = sniff.Opaque
+	}
+	switch {
+	case proto == sniff.HTTP1 && !(redirected && bytes.HasPrefix(peek, connectPrefix)):
+		c.pending = peek
+		side := p.outbound
+		if inbound {
+			side = p.inbound
+		}
+		side.serveConn(c)
+	case !redirected:
+		// Explicit mode carries HTTP (and CONNECT) only: there is no
+		// destination to send anything else to.
+		if ce := p.log.Check(zap.DebugLevel, "explicit-mode connection is not HTTP/1"); ce != nil {
+			ce.Write(zap.Stringer("client", c.RemoteAddr()), zap.Stringer("protocol", proto))
+		}
+		_ = c.Close()
+	default:
+		// Opaque TCP, HTTP/2 with prior knowledge (forwarded as bytes to
+		// the same destination), and a redirected CONNECT (the app talks to
+		// a proxy of its own) all go through unchanged.
+		p.serveTCP(c, peek)
+	}
+}
+
+// serveTCP copies the connection to its destination: the original
+// destination outbound, the inbound target inbound.
+func (p *Proxy) serveTCP(c *conn, pre []byte) {
+	policy := p.cfg.Defaults
+	target := c.info.dst.String()
+	if c.info.inbound {
+		target = p.inboundTarget(c.info.dst)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), policy.ConnectTimeout)
+	up, err := p.dial(ctx, target, policy.ConnectTimeout)
+	cancel()
+	if err != nil {
+		if ce := p.log.Check(zap.DebugLevel, "tcp connect failed"); ce != nil {
+			ce.Write(zap.String("target", target), zap.Error(err))
+		}
+		c.reset()
+		return
+	}
+	p.pipe(c, up, pre, policy.TCPIdleTimeout, target)
+}

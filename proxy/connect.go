@@ -1,0 +1,120 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+
+	"go.uber.org/zap"
+
+	"github.com/meshd/meshd/discovery"
+	"github.com/meshd/meshd/proxy/balance"
+)
+
+// serveConnect opens a tunnel for "CONNECT host:port" (what HTTPS_PROXY
+// clients send in explicit mode): through discovery when host is a mesh
+// service, else straight to host:port.
+func (p *Proxy) serveConnect(w http.ResponseWriter, r *http.Request, info *connInfo) {
+	rt, err := p.connectRoute(r, info)
+	if err != nil {
+		writeLocalReply(w, localReplyFor(err), err.Error())
+		return
+	}
+	up, err := p.dialRoute(r.Context(), rt)
+	if err != nil {
+		writeLocalReply(w, localReplyFor(err), err.Error())
+		return
+	}
+	hj, ok := w.(http.Hijacker)
+	if !ok {
+		_ = up.Close()
+		writeLocalReply(w, replyReset, "connection cannot be taken over")
+		return
+	}
+	cc, brw, err := hj.Hijack()
+	if err != nil {
+		_ = up.Close()
+		return
+	}
+	c, ok := cc.(*conn)
+	if !ok {
+		_ = cc.Close()
+		_ = up.Close()
+		return
+	}
+	if _, err := c.tcp.Write([]byte("HTTP/1.1 200 Connection established\r\n\r\n")); err != nil {
+		_ = c.Close()
+		_ = up.Close()
+		return
+	}
+	// Whatever the client sent after the CONNECT request and the server
+	// already read goes first.
+	var pre []byte
+	if n := brw.Reader.Buffered(); n > 0 {
+		pre, _ = brw.Reader.Peek(n)
+		pre = append([]byte(nil), pre...)
+	}
+	pre = append(pre, c.pending...)
+	c.pending = nil
+	p.pipe(c, up, pre, rt.policy.TCPIdleTimeout, rt.key)
+}
+
+func (p *Proxy) connectRoute(r *http.Request, info *connInfo) (*route, error) {
+	target := authorityAddr(r.Host, "443")
+	if target == "" {
+		return nil, errors.New("CONNECT without host:port")
+	}
+	if name := ServiceName(r.Host); name != "" && !info.inbound {
+		rt, err := p.serviceRoute(r.Context(), name)
+		if err == nil || !errors.Is(err, discovery.ErrUnknownService) {
+			return rt, err
+		}
+	}
+	if info.inbound {
+		return nil, errors.New("CONNECT is not served inbound")
+	}
+	if p.isSelf(target) {
+		return nil, ErrLoop
+	}
+	pol := p.cfg.Policy(target)
+	return &route{key: target, policy: &pol, target: target}, nil
+}
+
+// dialRoute connects to the route: a balanced endpoint of the service,
+// failing over to others on connect failure, or the passthrough target.
+func (p *Proxy) dialRoute(ctx context.Context, rt *route) (net.Conn, error) {
+	timeout := rt.policy.ConnectTimeout
+	if rt.eps == nil {
+		return p.dial(ctx, rt.target, timeout)
+	}
+	var tried []*balance.Endpoint
+	skip := func(e *balance.Endpoint) bool {
+		for _, t := range tried {
+			if t == e {
+				return true
+			}
+		}
+		return false
+	}
+	var lastErr error = ErrNoHealthyUpstream
+	for attempt := 0; attempt <= rt.policy.RetryMax; attempt++ {
+		ep := balance.Pick(rt.eps, p.rand, skip)
+		if ep == nil {
+			break
+		}
+		c, err := p.dial(ctx, ep.Addr, timeout)
+		if err == nil {
+			return c, nil
+		}
+		if ce := p.log.Check(zap.DebugLevel, "connect failed, trying another endpoint"); ce != nil {
+			ce.Write(zap.String("upstream", rt.key), zap.String("endpoint", ep.Addr), zap.Error(err))
+		}
+		lastErr = err
+		tried = append(tried, ep)
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	return nil, lastErr
+}
