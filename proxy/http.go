@@ -46,11 +46,11 @@ type httpSide struct {
 func (p *Proxy) newHTTPSide(name string) *httpSide {
 	s := &httpSide{name: name, ln: newChanListener()}
 	s.rp = &httputil.ReverseProxy{
-		Rewrite:        rewrite,
-		Transport:      p,
-		BufferPool:     copyBufPool{},
-		ErrorHandler:   p.answerError,
-		ErrorLog:       zap.NewStdLog(p.log.Named(name).WithOptions(zap.IncreaseLevel(zap.WarnLevel))),
+		Rewrite:      rewrite,
+		Transport:    p,
+		BufferPool:   copyBufPool{},
+		ErrorHandler: p.answerError,
+		ErrorLog:     zap.NewStdLog(p.log.Named(name).WithOptions(zap.IncreaseLevel(zap.WarnLevel))),
 	}
 	s.srv = &http.Server{
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { p.serveHTTP(s, w, r) }),
