@@ -9,6 +9,9 @@ import (
 	"net/http/pprof"
 	"sync/atomic"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
 	"github.com/meshd/meshd/config"
 )
 
@@ -64,6 +67,8 @@ type Options struct {
 	Config *config.Config
 	// Shutdown starts a graceful drain, as SIGTERM does.
 	Shutdown func()
+	// Metrics is served on /metrics when set.
+	Metrics *prometheus.Registry
 }
 
 // Handler serves the admin API.
@@ -79,6 +84,9 @@ func Handler(o Options) http.Handler {
 		_, _ = w.Write([]byte("draining\n"))
 		o.Shutdown()
 	})
+	if o.Metrics != nil {
+		mux.Handle("GET /metrics", promhttp.HandlerFor(o.Metrics, promhttp.HandlerOpts{}))
+	}
 	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
 	mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
 	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)

@@ -8,6 +8,7 @@ package discovery
 import (
 	"context"
 	"errors"
+	"net/netip"
 	"strings"
 )
 
@@ -52,6 +53,13 @@ type Resolver interface {
 	Resolve(ctx context.Context, service string) (*Snapshot, error)
 }
 
+// AddressIndex is implemented by resolvers that can tell which of the
+// services they watch has an endpoint at addr (ip:port): opaque TCP to such
+// an address is treated as traffic for that service.
+type AddressIndex interface {
+	ServiceOf(addr string) (service string, ok bool)
+}
+
 // Chain asks each resolver in turn and returns the first answer that is
 // not ErrUnknownService: a name in the static list is served from it, other
 // names go to Consul.
@@ -69,20 +77,36 @@ func (ch Chain) Resolve(ctx context.Context, service string) (*Snapshot, error) 
 	return nil, ErrUnknownService
 }
 
+// ServiceOf implements AddressIndex over the resolvers that do.
+func (ch Chain) ServiceOf(addr string) (string, bool) {
+	for _, r := range ch {
+		if idx, ok := r.(AddressIndex); ok {
+			if s, ok := idx.ServiceOf(addr); ok {
+				return s, true
+			}
+		}
+	}
+	return "", false
+}
+
 // Static serves fixed endpoint lists. Names are matched without regard to
 // case.
 type Static struct {
 	services map[string]*Snapshot
+	byAddr   map[string]string
 }
 
 // NewStatic returns a resolver over lists: service name → host:port
 // addresses. A name with an empty list is known and has no endpoints.
 func NewStatic(lists map[string][]string) *Static {
-	s := &Static{services: make(map[string]*Snapshot, len(lists))}
+	s := &Static{services: make(map[string]*Snapshot, len(lists)), byAddr: map[string]string{}}
 	for name, addrs := range lists {
 		snap := &Snapshot{Service: name, Source: SourceStatic, Endpoints: make([]Endpoint, len(addrs))}
 		for i, a := range addrs {
 			snap.Endpoints[i] = Endpoint{Address: a}
+			if ap, err := netip.ParseAddrPort(a); err == nil {
+				s.byAddr[netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()).String()] = name
+			}
 		}
 		s.services[strings.ToLower(name)] = snap
 	}
@@ -98,6 +122,12 @@ func (s *Static) Resolve(_ context.Context, service string) (*Snapshot, error) {
 		return snap, nil
 	}
 	return nil, ErrUnknownService
+}
+
+// ServiceOf implements AddressIndex.
+func (s *Static) ServiceOf(addr string) (string, bool) {
+	name, ok := s.byAddr[addr]
+	return name, ok
 }
 
 // Services returns every service the resolver knows, for the admin API.

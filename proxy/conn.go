@@ -10,6 +10,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/meshd/meshd/discovery"
 	"github.com/meshd/meshd/proxy/origdst"
 	"github.com/meshd/meshd/proxy/sniff"
 )
@@ -145,23 +146,33 @@ func (p *Proxy) handle(c *conn, inbound bool) {
 	}
 }
 
-// serveTCP copies the connection to its destination: the original
-// destination outbound, the inbound target inbound.
+// serveTCP copies the connection to its destination: the inbound target
+// inbound; outbound, the original destination, or, when that address is an
+// endpoint of a service discovery watches, a balanced endpoint of that
+// service with failover on connect failure.
 func (p *Proxy) serveTCP(c *conn, pre []byte) {
-	policy := p.cfg.Defaults
-	target := c.info.dst.String()
+	rt := &route{key: c.info.dst.String(), policy: &p.cfg.Defaults, target: c.info.dst.String()}
 	if c.info.inbound {
-		target = p.inboundTarget(c.info.dst)
+		rt.key, rt.target = "inbound", p.inboundTarget(c.info.dst)
+	} else if idx, ok := p.resolver.(discovery.AddressIndex); ok {
+		if svc, ok := idx.ServiceOf(rt.target); ok {
+			ctx, cancel := context.WithTimeout(context.Background(), p.cfg.Defaults.ConnectTimeout)
+			srt, err := p.serviceRoute(ctx, svc)
+			cancel()
+			if err == nil {
+				rt = srt
+			}
+		}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), policy.ConnectTimeout)
-	up, err := p.dial(ctx, target, policy.ConnectTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), rt.policy.ConnectTimeout*time.Duration(rt.policy.RetryMax+1))
+	up, err := p.dialRoute(ctx, rt)
 	cancel()
 	if err != nil {
 		if ce := p.log.Check(zap.DebugLevel, "tcp connect failed"); ce != nil {
-			ce.Write(zap.String("target", target), zap.Error(err))
+			ce.Write(zap.String("upstream", rt.key), zap.Error(err))
 		}
 		c.reset()
 		return
 	}
-	p.pipe(c, up, pre, policy.TCPIdleTimeout, target)
+	p.pipe(c, up, pre, rt.policy.TCPIdleTimeout, rt.key)
 }

@@ -15,7 +15,7 @@ import (
 
 	"github.com/meshd/meshd/admin"
 	"github.com/meshd/meshd/config"
-	"github.com/meshd/meshd/discovery"
+	"github.com/meshd/meshd/metrics"
 	"github.com/meshd/meshd/proxy"
 )
 
@@ -79,18 +79,31 @@ func serve(cfg *config.Config, log *zap.Logger, sigs <-chan os.Signal) error {
 		lns = append(lns, ln)
 	}
 	outLn, inLn, adminLn, healthLn := lns[0], lns[1], lns[2], lns[3]
+	// REDIRECT sends redirected IPv6 connections to [::1]; an outbound
+	// listener on 127.0.0.1 gets its IPv6 twin when the host has IPv6.
+	var out6Ln net.Listener
+	if twin := ipv6Twin(cfg.OutboundAddr); twin != "" {
+		if ln, err := lc.Listen(ctx, "tcp6", twin); err == nil {
+			log.Info("listening", zap.String("listener", "outbound"), zap.Stringer("addr", ln.Addr()))
+			out6Ln = ln
+			lns = append(lns, ln)
+		} else {
+			log.Debug("no IPv6 outbound listener", zap.String("addr", twin), zap.Error(err))
+		}
+	}
 
 	state := &admin.State{}
+	m := metrics.New()
 	shutdown := make(chan struct{})
 	var once sync.Once
 	requestShutdown := func() { once.Do(func() { close(shutdown) }) }
 
-	adminSrv := &http.Server{Handler: admin.Handler(admin.Options{State: state, Config: cfg, Shutdown: requestShutdown}),
+	adminSrv := &http.Server{Handler: admin.Handler(admin.Options{State: state, Config: cfg, Shutdown: requestShutdown, Metrics: m.Registry}),
 		ReadHeaderTimeout: 10 * time.Second, ErrorLog: zap.NewStdLog(log.Named("admin"))}
 	healthSrv := &http.Server{Handler: admin.HealthHandler(state),
 		ReadHeaderTimeout: 10 * time.Second, ErrorLog: zap.NewStdLog(log.Named("health"))}
 
-	errc := make(chan error, 4)
+	errc := make(chan error, 8)
 	var wg sync.WaitGroup
 	goServe := func(name string, f func() error) {
 		wg.Add(1)
@@ -101,14 +114,26 @@ func serve(cfg *config.Config, log *zap.Logger, sigs <-chan os.Signal) error {
 			}
 		}()
 	}
-	px := proxy.New(proxy.Options{Config: cfg, Resolver: newResolver(cfg), Log: log, OwnPorts: ownPorts(cfg)})
+	mesh, err := newMesh(cfg, log, m)
+	if err != nil {
+		return err
+	}
+	defer mesh.close()
+	px := proxy.New(proxy.Options{Config: cfg, Resolver: mesh.resolver, Log: log, OwnPorts: ownPorts(cfg)})
 	defer px.Close()
 	goServe("outbound", func() error { return px.ServeOutbound(outLn) })
+	if out6Ln != nil {
+		goServe("outbound", func() error { return px.ServeOutbound(out6Ln) })
+	}
 	goServe("inbound", func() error { return px.ServeInbound(inLn) })
 	goServe("admin", func() error { return adminSrv.Serve(adminLn) })
 	goServe("health", func() error { return healthSrv.Serve(healthLn) })
-	state.SetReady()
-	log.Info("ready")
+	readyCtx, stopReady := context.WithCancel(context.Background())
+	defer stopReady()
+	go mesh.becomeReady(readyCtx, func() {
+		state.SetReady()
+		log.Info("ready")
+	})
 
 	var serveErr error
 	select {
@@ -118,8 +143,9 @@ func serve(cfg *config.Config, log *zap.Logger, sigs <-chan os.Signal) error {
 		log.Info("draining", zap.String("signal", "POST /shutdown"), zap.Duration("drain_timeout", cfg.DrainTimeout))
 	case serveErr = <-errc:
 	}
+	stopReady()
 	if serveErr == nil {
-		drain(cfg, log, state, px, inLn, sigs)
+		drain(cfg, log, state, mesh, px, inLn, sigs)
 	}
 	closeAll()
 	sctx, cancel := context.WithTimeout(context.Background(), time.Second)
@@ -135,8 +161,9 @@ func serve(cfg *config.Config, log *zap.Logger, sigs <-chan os.Signal) error {
 // request, the outbound listener keeps serving the app's last calls; it
 // returns once no connection has been open for idleBeforeExit, at the
 // drain timeout, or at a second signal.
-func drain(cfg *config.Config, log *zap.Logger, state *admin.State, px *proxy.Proxy, inLn net.Listener, sigs <-chan os.Signal) {
+func drain(cfg *config.Config, log *zap.Logger, state *admin.State, mesh *mesh, px *proxy.Proxy, inLn net.Listener, sigs <-chan os.Signal) {
 	state.Drain()
+	mesh.deregister()
 	_ = inLn.Close()
 	px.Drain()
 	deadline := time.NewTimer(cfg.DrainTimeout)
@@ -160,14 +187,14 @@ func drain(cfg *config.Config, log *zap.Logger, state *admin.State, px *proxy.Pr
 	}
 }
 
-// newResolver builds discovery: the static list (Consul joins it when
-// configured).
-func newResolver(cfg *config.Config) discovery.Resolver {
-	lists := make(map[string][]string, len(cfg.StaticServices))
-	for _, s := range cfg.StaticServices {
-		lists[s.Name] = s.Endpoints
+// ipv6Twin returns [::1]:port for an outbound address on 127.0.0.1, and
+// "" otherwise.
+func ipv6Twin(addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil || host != "127.0.0.1" {
+		return ""
 	}
-	return discovery.Chain{discovery.NewStatic(lists)}
+	return net.JoinHostPort("::1", port)
 }
 
 // ownPorts are the ports of meshd's own listeners.

@@ -17,6 +17,7 @@ const module = "github.com/meshd/meshd"
 // cmd and internal test helpers.
 var rules = map[string][]string{
 	"config":           {},
+	"metrics":          {},
 	"iptables":         {},
 	"discovery":        {},
 	"proxy/origdst":    {},
@@ -25,10 +26,10 @@ var rules = map[string][]string{
 	"proxy/opaque":     {},
 	"resilience":       {"config"},
 	"discovery/static": {"discovery", "config"},
-	"discovery/consul": {"discovery", "config"},
-	"proxy":            {"config", "discovery", "resilience", "proxy/..."},
-	"proxy/...":        {"config", "discovery", "resilience", "proxy/..."},
-	"admin":            {"config", "discovery", "resilience", "proxy", "proxy/..."},
+	"discovery/consul": {"discovery"},
+	"proxy":            {"config", "discovery", "metrics", "resilience", "proxy/..."},
+	"proxy/...":        {"config", "discovery", "metrics", "resilience", "proxy/..."},
+	"admin":            {"config", "discovery", "discovery/...", "metrics", "resilience", "proxy", "proxy/..."},
 }
 
 func allowed(imp string, allow []string) bool {
