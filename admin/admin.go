@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/meshd/meshd/config"
+	"github.com/meshd/meshd/proxy"
 )
 
 // State is meshd's lifecycle as the probes see it. Its zero value is alive
@@ -69,6 +70,14 @@ type Options struct {
 	Shutdown func()
 	// Metrics is served on /metrics when set.
 	Metrics *prometheus.Registry
+	// Proxy answers /breakers and /endpoints when set.
+	Proxy Views
+}
+
+// Views are the documents the proxy serves through the admin API.
+type Views interface {
+	Breakers() proxy.BreakersView
+	Endpoints() proxy.EndpointsView
 }
 
 // Handler serves the admin API.
@@ -84,6 +93,10 @@ func Handler(o Options) http.Handler {
 		_, _ = w.Write([]byte("draining\n"))
 		o.Shutdown()
 	})
+	if o.Proxy != nil {
+		mux.HandleFunc("GET /breakers", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, o.Proxy.Breakers()) })
+		mux.HandleFunc("GET /endpoints", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, o.Proxy.Endpoints()) })
+	}
 	if o.Metrics != nil {
 		mux.Handle("GET /metrics", promhttp.HandlerFor(o.Metrics, promhttp.HandlerOpts{}))
 	}

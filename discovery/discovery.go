@@ -60,6 +60,12 @@ type AddressIndex interface {
 	ServiceOf(addr string) (service string, ok bool)
 }
 
+// Lister is implemented by resolvers that can list the snapshots they hold
+// (for the admin API).
+type Lister interface {
+	Snapshots() []*Snapshot
+}
+
 // Chain asks each resolver in turn and returns the first answer that is
 // not ErrUnknownService: a name in the static list is served from it, other
 // names go to Consul.
@@ -87,6 +93,24 @@ func (ch Chain) ServiceOf(addr string) (string, bool) {
 		}
 	}
 	return "", false
+}
+
+// Snapshots implements Lister over the resolvers that do; a name listed by
+// an earlier resolver hides the same name in a later one.
+func (ch Chain) Snapshots() []*Snapshot {
+	var out []*Snapshot
+	seen := map[string]bool{}
+	for _, r := range ch {
+		if l, ok := r.(Lister); ok {
+			for _, s := range l.Snapshots() {
+				if !seen[strings.ToLower(s.Service)] {
+					seen[strings.ToLower(s.Service)] = true
+					out = append(out, s)
+				}
+			}
+		}
+	}
+	return out
 }
 
 // Static serves fixed endpoint lists. Names are matched without regard to
@@ -130,8 +154,8 @@ func (s *Static) ServiceOf(addr string) (string, bool) {
 	return name, ok
 }
 
-// Services returns every service the resolver knows, for the admin API.
-func (s *Static) Services() []*Snapshot {
+// Snapshots implements Lister.
+func (s *Static) Snapshots() []*Snapshot {
 	out := make([]*Snapshot, 0, len(s.services))
 	for _, snap := range s.services {
 		out = append(out, snap)

@@ -45,8 +45,8 @@ func TestStaticAndChain(t *testing.T) {
 			t.Errorf("%s: got %+v, %v", tc.name, s, err)
 		}
 	}
-	if len(st.Services()) != 2 {
-		t.Errorf("Services() = %d entries", len(st.Services()))
+	if len(st.Snapshots()) != 2 || len(ch.Snapshots()) != 2 {
+		t.Errorf("Snapshots() = %d entries", len(st.Snapshots()))
 	}
 	s1, _ := st.Resolve(ctx, "payments")
 	s2, _ := st.Resolve(ctx, "payments")

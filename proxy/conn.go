@@ -151,20 +151,26 @@ func (p *Proxy) handle(c *conn, inbound bool) {
 // endpoint of a service discovery watches, a balanced endpoint of that
 // service with failover on connect failure.
 func (p *Proxy) serveTCP(c *conn, pre []byte) {
-	rt := &route{key: c.info.dst.String(), policy: &p.cfg.Defaults, target: c.info.dst.String()}
+	rt := &route{key: c.info.dst.String(), target: c.info.dst.String()}
 	if c.info.inbound {
 		rt.key, rt.target = "inbound", p.inboundTarget(c.info.dst)
-	} else if idx, ok := p.resolver.(discovery.AddressIndex); ok {
-		if svc, ok := idx.ServiceOf(rt.target); ok {
-			ctx, cancel := context.WithTimeout(context.Background(), p.cfg.Defaults.ConnectTimeout)
-			srt, err := p.serviceRoute(ctx, svc)
-			cancel()
-			if err == nil {
-				rt = srt
+	} else {
+		if idx, ok := p.resolver.(discovery.AddressIndex); ok {
+			if svc, ok := idx.ServiceOf(rt.target); ok {
+				ctx, cancel := context.WithTimeout(context.Background(), p.cfg.Defaults.ConnectTimeout)
+				srt, err := p.serviceRoute(ctx, svc)
+				cancel()
+				if err == nil {
+					rt = srt
+				}
 			}
 		}
+		if rt.up == nil {
+			rt.up = p.passthrough(rt.target)
+		}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), rt.policy.ConnectTimeout*time.Duration(rt.policy.RetryMax+1))
+	pol := rt.policy(p)
+	ctx, cancel := context.WithTimeout(context.Background(), pol.ConnectTimeout*time.Duration(pol.RetryMax+1))
 	up, err := p.dialRoute(ctx, rt)
 	cancel()
 	if err != nil {
@@ -174,5 +180,5 @@ func (p *Proxy) serveTCP(c *conn, pre []byte) {
 		c.reset()
 		return
 	}
-	p.pipe(c, up, pre, rt.policy.TCPIdleTimeout, rt.key)
+	p.pipe(c, up, pre, pol.TCPIdleTimeout, rt.key)
 }

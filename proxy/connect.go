@@ -10,6 +10,7 @@ import (
 
 	"github.com/meshd/meshd/discovery"
 	"github.com/meshd/meshd/proxy/balance"
+	"github.com/meshd/meshd/resilience"
 )
 
 // serveConnect opens a tunnel for "CONNECT host:port" (what HTTPS_PROXY
@@ -18,12 +19,12 @@ import (
 func (p *Proxy) serveConnect(w http.ResponseWriter, r *http.Request, info *connInfo) {
 	rt, err := p.connectRoute(r, info)
 	if err != nil {
-		writeLocalReply(w, localReplyFor(err), err.Error())
+		p.localReply(w, nil, localReplyFor(err), err.Error())
 		return
 	}
 	up, err := p.dialRoute(r.Context(), rt)
 	if err != nil {
-		writeLocalReply(w, localReplyFor(err), err.Error())
+		p.localReply(w, rt, localReplyFor(err), err.Error())
 		return
 	}
 	hj, ok := w.(http.Hijacker)
@@ -57,7 +58,7 @@ func (p *Proxy) serveConnect(w http.ResponseWriter, r *http.Request, info *connI
 	}
 	pre = append(pre, c.pending...)
 	c.pending = nil
-	p.pipe(c, up, pre, rt.policy.TCPIdleTimeout, rt.key)
+	p.pipe(c, up, pre, rt.policy(p).TCPIdleTimeout, rt.key)
 }
 
 func (p *Proxy) connectRoute(r *http.Request, info *connInfo) (*route, error) {
@@ -77,19 +78,36 @@ func (p *Proxy) connectRoute(r *http.Request, info *connInfo) (*route, error) {
 	if p.isSelf(target) {
 		return nil, ErrLoop
 	}
-	pol := p.cfg.Policy(target)
-	return &route{key: target, policy: &pol, target: target}, nil
+	return &route{key: target, up: p.passthrough(target), target: target}, nil
 }
 
-// dialRoute connects to the route: a balanced endpoint of the service,
-// failing over to others on connect failure, or the passthrough target.
+// dialRoute connects to the route: a balanced, non-ejected endpoint of the
+// service, failing over to others on connect failure, or the passthrough
+// target; the service breaker refuses at once while open.
 func (p *Proxy) dialRoute(ctx context.Context, rt *route) (net.Conn, error) {
-	timeout := rt.policy.ConnectTimeout
+	pol := rt.policy(p)
+	if rt.up == nil {
+		return p.dial(ctx, rt.target, pol.ConnectTimeout)
+	}
+	u := rt.up
+	done, err := u.breaker.Allow()
+	if err != nil {
+		return nil, err
+	}
 	if rt.eps == nil {
-		return p.dial(ctx, rt.target, timeout)
+		c, err := p.dial(ctx, rt.target, pol.ConnectTimeout)
+		if err != nil {
+			done(resilience.Failure)
+			return nil, err
+		}
+		done(resilience.Success)
+		return c, nil
 	}
 	var tried []*balance.Endpoint
 	skip := func(e *balance.Endpoint) bool {
+		if !u.ejector.Usable(e.Addr) {
+			return true
+		}
 		for _, t := range tried {
 			if t == e {
 				return true
@@ -98,23 +116,33 @@ func (p *Proxy) dialRoute(ctx context.Context, rt *route) (net.Conn, error) {
 		return false
 	}
 	var lastErr error = ErrNoHealthyUpstream
-	for attempt := 0; attempt <= rt.policy.RetryMax; attempt++ {
+	for attempt := 0; attempt <= pol.RetryMax; attempt++ {
 		ep := balance.Pick(rt.eps, p.rand, skip)
 		if ep == nil {
 			break
 		}
-		c, err := p.dial(ctx, ep.Addr, timeout)
+		tried = append(tried, ep)
+		if !u.ejector.Begin(ep.Addr) {
+			continue
+		}
+		c, err := p.dial(ctx, ep.Addr, pol.ConnectTimeout)
+		u.ejector.Done(ep.Addr, err != nil)
 		if err == nil {
+			done(resilience.Success)
 			return c, nil
 		}
 		if ce := p.log.Check(zap.DebugLevel, "connect failed, trying another endpoint"); ce != nil {
 			ce.Write(zap.String("upstream", rt.key), zap.String("endpoint", ep.Addr), zap.Error(err))
 		}
 		lastErr = err
-		tried = append(tried, ep)
 		if ctx.Err() != nil {
 			break
 		}
+	}
+	if errors.Is(lastErr, ErrNoHealthyUpstream) {
+		done(resilience.Ignore)
+	} else {
+		done(resilience.Failure)
 	}
 	return nil, lastErr
 }

@@ -6,7 +6,6 @@ import (
 	"crypto/tls"
 	"encoding/hex"
 	"errors"
-	"io"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -18,6 +17,7 @@ import (
 
 	"github.com/meshd/meshd/config"
 	"github.com/meshd/meshd/discovery"
+	"github.com/meshd/meshd/metrics"
 	"github.com/meshd/meshd/proxy/balance"
 )
 
@@ -121,10 +121,22 @@ func (l *chanListener) Addr() net.Addr { return &net.TCPAddr{} }
 // route is where one HTTP request goes: a mesh service's endpoints, or a
 // single passthrough address.
 type route struct {
-	key    string // the upstream's name: the service, or host:port for passthrough
-	policy *config.Policy
+	key    string              // the upstream's name: the service, or host:port for passthrough
+	up     *upstream           // nil inbound: no policy on the way to the local app
 	eps    []*balance.Endpoint // nil for passthrough
 	target string              // passthrough address
+
+	// What happened, for the access log.
+	attempts int
+	endpoint string
+}
+
+// policy is the route's resilience policy (the defaults inbound).
+func (rt *route) policy(p *Proxy) *config.Policy {
+	if rt.up != nil {
+		return &rt.up.policy
+	}
+	return &p.cfg.Defaults
 }
 
 // forwardedHeaders are the headers ReverseProxy's Rewrite drops from the
@@ -153,23 +165,63 @@ func (p *Proxy) serveHTTP(s *httpSide, w http.ResponseWriter, r *http.Request) {
 		p.serveConnect(w, r, info)
 		return
 	}
-	rt, err := p.routeHTTP(r, info)
-	if err != nil {
-		writeLocalReply(w, localReplyFor(err), err.Error())
-		return
-	}
-	if r.Header.Get(HeaderRequestID) == "" {
-		r.Header.Set(HeaderRequestID, newRequestID())
-	}
 	start := time.Now()
 	lw := &responseWriter{ResponseWriter: w}
-	s.rp.ServeHTTP(lw, r.WithContext(context.WithValue(r.Context(), routeKey, rt)))
+	rt, err := p.routeHTTP(r, info)
+	if err != nil {
+		p.localReply(lw, nil, localReplyFor(err), err.Error())
+	} else {
+		if r.Header.Get(HeaderRequestID) == "" {
+			r.Header.Set(HeaderRequestID, newRequestID())
+		}
+		s.rp.ServeHTTP(lw, r.WithContext(context.WithValue(r.Context(), routeKey, rt)))
+	}
+	code := lw.code
+	if code == 0 {
+		code = 499 // the client went away before an answer
+	}
+	label := p.label(rt, s.name)
+	if p.metrics != nil {
+		p.metrics.Requests.WithLabelValues(s.name, label, strconv.Itoa(code)).Inc()
+		end := lw.headersAt
+		if end.IsZero() {
+			end = time.Now()
+		}
+		p.metrics.RequestDuration.WithLabelValues(s.name, label).Observe(end.Sub(start).Seconds())
+	}
 	if p.cfg.AccessLog {
+		var attempts int
+		var endpoint, key string
+		if rt != nil {
+			attempts, endpoint, key = rt.attempts, rt.endpoint, rt.key
+		}
 		p.log.Info("request", zap.String("direction", s.name), zap.String("method", r.Method),
-			zap.String("authority", r.Host), zap.String("path", r.URL.Path), zap.Int("code", lw.code),
-			zap.Duration("duration", time.Since(start)), zap.String("upstream", rt.key),
+			zap.String("authority", r.Host), zap.String("path", r.URL.Path), zap.Int("code", code),
+			zap.Duration("duration", time.Since(start)), zap.String("upstream", key),
+			zap.Int("attempts", attempts), zap.String("endpoint", endpoint),
 			zap.String("x_meshd_error", lw.Header().Get(HeaderError)), zap.String("request_id", r.Header.Get(HeaderRequestID)))
 	}
+}
+
+// label is the metrics label of a route's upstream.
+func (p *Proxy) label(rt *route, direction string) string {
+	switch {
+	case rt != nil && rt.up != nil:
+		return rt.up.label
+	case direction == "inbound" && p.cfg.ServiceName != "":
+		return p.cfg.ServiceName
+	case direction == "inbound":
+		return "inbound"
+	}
+	return metrics.Passthrough
+}
+
+// localReply answers by itself and counts it.
+func (p *Proxy) localReply(w http.ResponseWriter, rt *route, lr localReply, detail string) {
+	if p.metrics != nil {
+		p.metrics.LocalReplies.WithLabelValues(p.label(rt, ""), lr.reason).Inc()
+	}
+	writeLocalReply(w, lr, detail)
 }
 
 // routeHTTP decides where a request goes. Inbound requests go to the inbound
@@ -178,7 +230,7 @@ func (p *Proxy) serveHTTP(s *httpSide, w http.ResponseWriter, r *http.Request) {
 // the authority itself (explicit mode).
 func (p *Proxy) routeHTTP(r *http.Request, info *connInfo) (*route, error) {
 	if info.inbound {
-		return &route{key: "inbound", policy: &p.cfg.Defaults, target: p.inboundTarget(info.dst)}, nil
+		return &route{key: "inbound", target: p.inboundTarget(info.dst)}, nil
 	}
 	if name := ServiceName(r.Host); name != "" {
 		rt, err := p.serviceRoute(r.Context(), name)
@@ -196,8 +248,7 @@ func (p *Proxy) routeHTTP(r *http.Request, info *connInfo) (*route, error) {
 	if p.isSelf(target) {
 		return nil, ErrLoop
 	}
-	pol := p.cfg.Policy(target)
-	return &route{key: target, policy: &pol, target: target}, nil
+	return &route{key: target, up: p.passthrough(target), target: target}, nil
 }
 
 // serviceRoute resolves a mesh service to its current endpoints.
@@ -209,62 +260,7 @@ func (p *Proxy) serviceRoute(ctx context.Context, name string) (*route, error) {
 		return nil, err
 	}
 	u := p.upstream(name)
-	return &route{key: name, policy: &u.policy, eps: u.endpoints(snap)}, nil
-}
-
-// RoundTrip sends one request upstream: to a balanced endpoint of the
-// route's service, trying another endpoint when a connect fails (nothing
-// was sent), or to the passthrough target.
-func (p *Proxy) RoundTrip(req *http.Request) (*http.Response, error) {
-	rt, _ := req.Context().Value(routeKey).(*route)
-	if rt == nil {
-		return nil, errors.New("request without a route")
-	}
-	if rt.eps == nil {
-		req.URL.Host = rt.target
-		req.Header.Set(HeaderAttempt, "1")
-		return p.transport.RoundTrip(req)
-	}
-	replayable := req.Body == nil || req.Body == http.NoBody
-	var tried []*balance.Endpoint
-	skip := func(e *balance.Endpoint) bool {
-		for _, t := range tried {
-			if t == e {
-				return true
-			}
-		}
-		return false
-	}
-	var lastErr error
-	for attempt := 1; ; attempt++ {
-		ep := balance.Pick(rt.eps, p.rand, skip)
-		if ep == nil {
-			if lastErr != nil {
-				return nil, lastErr
-			}
-			return nil, ErrNoHealthyUpstream
-		}
-		req.URL.Host = ep.Addr
-		req.Header.Set(HeaderAttempt, strconv.Itoa(attempt))
-		ep.Acquire()
-		resp, err := p.transport.RoundTrip(req)
-		if err == nil {
-			if resp.StatusCode == http.StatusSwitchingProtocols {
-				ep.Release() // the connection is now a tunnel, not a request
-				return resp, nil
-			}
-			resp.Body = &releaseOnClose{ReadCloser: resp.Body, ep: ep}
-			return resp, nil
-		}
-		ep.Release()
-		var de *DialError
-		if !errors.As(err, &de) || !replayable || attempt > rt.policy.RetryMax ||
-			!rt.policy.RetryOn.Has(config.RetryConnectFailure) || req.Context().Err() != nil {
-			return nil, err
-		}
-		lastErr = err
-		tried = append(tried, ep)
-	}
+	return &route{key: name, up: u, eps: u.endpoints(snap)}, nil
 }
 
 // answerError is ReverseProxy's ErrorHandler: the local reply for err, or
@@ -277,21 +273,8 @@ func (p *Proxy) answerError(w http.ResponseWriter, r *http.Request, err error) {
 	if ce := p.log.Check(zap.DebugLevel, "local reply"); ce != nil {
 		ce.Write(zap.String("authority", r.Host), zap.String("reason", lr.reason), zap.Error(err))
 	}
-	writeLocalReply(w, lr, err.Error())
-}
-
-// releaseOnClose ends an endpoint's outstanding request when the response
-// body is done.
-type releaseOnClose struct {
-	io.ReadCloser
-	ep   *balance.Endpoint
-	once sync.Once
-}
-
-func (b *releaseOnClose) Close() error {
-	err := b.ReadCloser.Close()
-	b.once.Do(b.ep.Release)
-	return err
+	rt, _ := r.Context().Value(routeKey).(*route)
+	p.localReply(w, rt, lr, err.Error())
 }
 
 // newTransport is the upstream HTTP/1.1 client: connections pooled per
@@ -302,7 +285,7 @@ func (p *Proxy) newTransport() *http.Transport {
 		DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
 			timeout := p.cfg.Defaults.ConnectTimeout
 			if rt, ok := ctx.Value(routeKey).(*route); ok {
-				timeout = rt.policy.ConnectTimeout
+				timeout = rt.policy(p).ConnectTimeout
 			}
 			return p.dial(ctx, addr, timeout)
 		},
@@ -348,12 +331,14 @@ func (copyBufPool) Put(b []byte) { copyBufs.Put(&b) }
 // It also remembers the status code for the access log.
 type responseWriter struct {
 	http.ResponseWriter
-	code int
+	code      int
+	headersAt time.Time
 }
 
 func (w *responseWriter) WriteHeader(code int) {
 	if code >= 200 && w.code == 0 {
 		w.code = code
+		w.headersAt = time.Now()
 		h := w.ResponseWriter.Header()
 		if _, ok := h["Date"]; !ok {
 			h["Date"] = nil

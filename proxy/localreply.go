@@ -7,6 +7,8 @@ import (
 	"net"
 	"net/http"
 	"os"
+
+	"github.com/meshd/meshd/resilience"
 )
 
 // Errors with a meaning of their own. Everything that answers a client by
@@ -45,6 +47,8 @@ var (
 	replyNoHealthy      = localReply{http.StatusServiceUnavailable, "no-healthy-upstream"}
 	replyTimeout        = localReply{http.StatusGatewayTimeout, "timeout"}
 	replyLoop           = localReply{http.StatusBadRequest, "loop"}
+	replyCircuitOpen    = localReply{http.StatusServiceUnavailable, "circuit-open"}
+	replyOverloaded     = localReply{http.StatusServiceUnavailable, "overloaded"}
 )
 
 // localReplyFor classifies an upstream error.
@@ -54,6 +58,12 @@ func localReplyFor(err error) localReply {
 	switch {
 	case errors.Is(err, ErrNoHealthyUpstream):
 		return replyNoHealthy
+	case errors.Is(err, resilience.ErrCircuitOpen):
+		return replyCircuitOpen
+	case errors.Is(err, resilience.ErrOverloaded):
+		return replyOverloaded
+	case errors.Is(err, errTimeout):
+		return replyTimeout
 	case errors.Is(err, ErrLoop):
 		return replyLoop
 	case errors.As(err, &de):

@@ -23,6 +23,7 @@ import (
 
 	"github.com/meshd/meshd/config"
 	"github.com/meshd/meshd/discovery"
+	"github.com/meshd/meshd/metrics"
 	"github.com/meshd/meshd/proxy/balance"
 )
 
@@ -36,6 +37,8 @@ type Options struct {
 	OwnPorts []uint16
 	// Rand is the balancer's randomness; nil is the default source.
 	Rand balance.Rand
+	// Metrics, when set, receive request, retry, breaker and TCP figures.
+	Metrics *metrics.Metrics
 }
 
 // Proxy serves the outbound and inbound listeners. Its methods are safe
@@ -46,12 +49,14 @@ type Proxy struct {
 	log      *zap.Logger
 	ownPorts []uint16
 	rand     balance.Rand
+	metrics  *metrics.Metrics
 
 	transport *http.Transport
 	outbound  *httpSide
 	inbound   *httpSide
 
-	upstreams sync.Map // service name → *upstream
+	upstreams  sync.Map // service name or passthrough host:port → *upstream
+	nUpstreams atomic.Int64
 
 	mu       sync.Mutex
 	conns    map[*conn]struct{}
@@ -69,6 +74,7 @@ func New(o Options) *Proxy {
 		log:      o.Log,
 		ownPorts: o.OwnPorts,
 		rand:     o.Rand,
+		metrics:  o.Metrics,
 		conns:    map[*conn]struct{}{},
 		lns:      map[net.Listener]struct{}{},
 	}

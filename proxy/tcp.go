@@ -23,6 +23,15 @@ func (p *Proxy) pipe(c *conn, up net.Conn, pre []byte, idle time.Duration, targe
 			ce.Write(zap.String("target", target), zap.Error(err))
 		}
 	}
+	if p.metrics != nil {
+		dir, label := "outbound", p.labelOf(target)
+		if c.info.inbound {
+			dir, label = "inbound", p.label(nil, "inbound")
+		}
+		p.metrics.TCPConnections.WithLabelValues(dir, label).Inc()
+		p.metrics.TCPBytes.WithLabelValues(dir, label, "sent").Add(float64(st.ClientToUpstream))
+		p.metrics.TCPBytes.WithLabelValues(dir, label, "received").Add(float64(st.UpstreamToClient))
+	}
 	if p.cfg.AccessLog {
 		p.log.Info("tcp", zap.Bool("inbound", c.info.inbound), zap.Stringer("client", c.RemoteAddr()),
 			zap.String("target", target), zap.Int64("bytes_sent", st.ClientToUpstream),

@@ -98,7 +98,14 @@ func serve(cfg *config.Config, log *zap.Logger, sigs <-chan os.Signal) error {
 	var once sync.Once
 	requestShutdown := func() { once.Do(func() { close(shutdown) }) }
 
-	adminSrv := &http.Server{Handler: admin.Handler(admin.Options{State: state, Config: cfg, Shutdown: requestShutdown, Metrics: m.Registry}),
+	mesh, err := newMesh(cfg, log, m)
+	if err != nil {
+		return err
+	}
+	defer mesh.close()
+	px := proxy.New(proxy.Options{Config: cfg, Resolver: mesh.resolver, Log: log, OwnPorts: ownPorts(cfg), Metrics: m})
+	defer px.Close()
+	adminSrv := &http.Server{Handler: admin.Handler(admin.Options{State: state, Config: cfg, Shutdown: requestShutdown, Metrics: m.Registry, Proxy: px}),
 		ReadHeaderTimeout: 10 * time.Second, ErrorLog: zap.NewStdLog(log.Named("admin"))}
 	healthSrv := &http.Server{Handler: admin.HealthHandler(state),
 		ReadHeaderTimeout: 10 * time.Second, ErrorLog: zap.NewStdLog(log.Named("health"))}
@@ -114,13 +121,6 @@ func serve(cfg *config.Config, log *zap.Logger, sigs <-chan os.Signal) error {
 			}
 		}()
 	}
-	mesh, err := newMesh(cfg, log, m)
-	if err != nil {
-		return err
-	}
-	defer mesh.close()
-	px := proxy.New(proxy.Options{Config: cfg, Resolver: mesh.resolver, Log: log, OwnPorts: ownPorts(cfg)})
-	defer px.Close()
 	goServe("outbound", func() error { return px.ServeOutbound(outLn) })
 	if out6Ln != nil {
 		goServe("outbound", func() error { return px.ServeOutbound(out6Ln) })

@@ -148,11 +148,9 @@ func TestClassifyEveryPrefix(t *testing.T) {
 			continue
 		}
 		in := []byte(tt.in)
-		end := len(in)
+		end := len(h2Preface) - 1
 		if tt.want == HTTP1 {
 			end = bytes.IndexByte(in, '\n')
-		} else {
-			end = len(h2Preface) - 1
 		}
 		for i := 0; i <= end; i++ {
 			if p, more := Classify(in[:i]); !more {
