@@ -50,6 +50,9 @@ func (p *Proxy) newUpstream(name, label string, source discovery.Source) *upstre
 	u.budget = resilience.NewBudget(pol.RetryBudget, pol.RetryBudgetMinPerSec, nil)
 	u.limiter = resilience.NewLimiter(pol.MaxRequestsPerUpstream)
 	u.ejector = resilience.NewEjector(name, pol, nil, p.endpointChanged)
+	if p.metrics != nil {
+		p.metrics.BreakerState.WithLabelValues(label).Set(0)
+	}
 	return u
 }
 
