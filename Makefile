@@ -12,7 +12,12 @@ IMAGE       ?= meshd:$(VERSION)
 CONSUL_BIN  := $(CURDIR)/bin/consul
 export MESHD_CONSUL_BIN := $(CONSUL_BIN)
 
-.PHONY: all build test test-short lint demo bench consul docker docs clean
+.PHONY: all build test test-short lint demo bench fuzz consul docker docs clean
+
+# Fuzz targets, as package:Target; `make fuzz` runs each for FUZZTIME.
+FUZZTIME ?= 30s
+FUZZ_TARGETS := ./proxy/sniff:FuzzClassify ./proxy:FuzzServiceName ./iptables:FuzzBuild \
+	./config:FuzzParseStaticEndpoints ./config:FuzzParseRetryOn ./config:FuzzLoad
 
 all: build
 
@@ -39,6 +44,14 @@ demo: build
 ## bench: micro-benchmarks of the hot path
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+## fuzz: run every fuzz target for FUZZTIME (crashers land in testdata/fuzz and become regression tests)
+fuzz:
+	@set -e; for t in $(FUZZ_TARGETS); do \
+	  pkg=$${t%%:*}; name=$${t##*:}; \
+	  echo "fuzz $$pkg $$name ($(FUZZTIME))"; \
+	  $(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) $$pkg; \
+	done
 
 ## consul: build the pinned Consul agent into bin/consul (only when missing)
 consul: $(CONSUL_BIN)

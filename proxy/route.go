@@ -17,12 +17,13 @@ func ServiceName(authority string) string {
 	if host == "" {
 		return ""
 	}
-	if _, err := netip.ParseAddr(host); err != nil && strings.Contains(host, "%") {
-		return "" // a zoned IPv6 literal
-	} else if err == nil {
-		return ""
-	}
 	host = strings.TrimSuffix(host, ".")
+	if _, err := netip.ParseAddr(host); err == nil {
+		return "" // an address names no service
+	}
+	if !validName(host) {
+		return "" // not a DNS name: nothing discovery could know
+	}
 	if hasUpper(host) {
 		host = strings.ToLower(host)
 	}
@@ -63,6 +64,21 @@ func hostOnly(authority string) string {
 		return authority[:i]
 	}
 	return authority
+}
+
+// validName reports whether s is made of DNS name characters (letters,
+// digits, '-', '_' and '.'), with no empty label.
+func validName(s string) bool {
+	if s == "" || len(s) > 253 || s[0] == '.' || s[len(s)-1] == '.' || strings.Contains(s, "..") {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_' || c == '.') {
+			return false
+		}
+	}
+	return true
 }
 
 func hasUpper(s string) bool {
