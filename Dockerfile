@@ -1,4 +1,6 @@
 # syntax=docker/dockerfile:1
+# Base images are pinned by tag; pin them by digest (image@sha256:...) in a
+# release pipeline that can resolve digests.
 # meshd image: one static binary for both roles, the iptables init container
 # (`meshd iptables apply`, run as root with NET_ADMIN and NET_RAW) and the
 # sidecar (`meshd run`, uid 1337 by default).
@@ -23,5 +25,8 @@ RUN apt-get update \
 COPY --from=build /out/meshd /usr/local/bin/meshd
 USER 1337:1337
 EXPOSE 15001 15006 15021
+# The sidecar is healthy once /ready answers on the health port.
+HEALTHCHECK --interval=10s --timeout=5s --start-period=5s \
+  CMD ["/usr/local/bin/meshd", "wait-ready", "--timeout", "4s"]
 ENTRYPOINT ["/usr/local/bin/meshd"]
 CMD ["run"]

@@ -31,6 +31,14 @@ type Config struct {
 	AccessLog      bool
 	StaticServices StaticEndpoints
 
+	// Limits on what clients may make meshd do.
+	MaxHeaderBytes      Size          // request header bytes per request
+	MaxHeaderCount      int           // request header fields per request
+	ReadHeaderTimeout   time.Duration // to read a request's headers
+	IdleTimeout         time.Duration // a downstream keep-alive connection with no request
+	MaxConnections      int           // open client connections per listener
+	MaxConnsPerEndpoint int           // upstream connections per endpoint; 0 = no limit
+
 	// Consul and registration.
 	ConsulHTTPAddr   string // CONSUL_HTTP_ADDR; empty = no Consul
 	ConsulHTTPToken  string // CONSUL_HTTP_TOKEN; never printed

@@ -134,7 +134,13 @@ func TestEverySetting(t *testing.T) {
 		"MESHD_EXCLUDE_OUTBOUND_CIDRS": {"10.1.2.3/8, 169.254.169.254, fd00::/8", func(c *Config) bool {
 			return c.ExcludeOutboundCIDRs.String() == "10.0.0.0/8,169.254.169.254/32,fd00::/8"
 		}, "10.0.0.0/33"},
-		"MESHD_IPV6": {"false", func(c *Config) bool { return c.IPv6 == "false" }, "maybe"},
+		"MESHD_IPV6":                         {"false", func(c *Config) bool { return c.IPv6 == "false" }, "maybe"},
+		"MESHD_MAX_HEADER_BYTES":             {"8KiB", func(c *Config) bool { return c.MaxHeaderBytes == 8<<10 }, "100"},
+		"MESHD_MAX_HEADER_COUNT":             {"50", func(c *Config) bool { return c.MaxHeaderCount == 50 }, "0"},
+		"MESHD_READ_HEADER_TIMEOUT":          {"3s", func(c *Config) bool { return c.ReadHeaderTimeout == 3*time.Second }, "0"},
+		"MESHD_IDLE_TIMEOUT":                 {"1m", func(c *Config) bool { return c.IdleTimeout == time.Minute }, "never"},
+		"MESHD_MAX_CONNECTIONS":              {"10", func(c *Config) bool { return c.MaxConnections == 10 }, "-1"},
+		"MESHD_MAX_CONNECTIONS_PER_ENDPOINT": {"0", func(c *Config) bool { return c.MaxConnsPerEndpoint == 0 }, "lots"},
 	}
 	for _, s := range Settings() {
 		tc, ok := cases[s.Name]

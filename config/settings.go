@@ -40,6 +40,7 @@ const (
 	SectionDiscovery  = "Discovery"
 	SectionResilience = "Resilience policy (overridable per upstream)"
 	SectionLifecycle  = "Lifecycle and logs"
+	SectionLimits     = "Limits"
 	SectionIptables   = "iptables (meshd iptables apply|clean|print)"
 )
 
@@ -228,6 +229,26 @@ func buildSettings() []Setting {
 		onConfig(Setting{Name: "MESHD_ACCESS_LOG", Default: "false", Type: "bool", Section: C,
 			Doc: "Log one line per request and per TCP connection."},
 			parseBool, strconv.FormatBool, func(c *Config) *bool { return &c.AccessLog }),
+
+		// Limits.
+		onConfig(Setting{Name: "MESHD_MAX_HEADER_BYTES", Default: "64KiB", Type: "size", Section: SectionLimits,
+			Doc: "Request header bytes accepted per request; more is answered 431."},
+			parseSizeRange(1<<10, 16<<20), str[Size], func(c *Config) *Size { return &c.MaxHeaderBytes }),
+		onConfig(Setting{Name: "MESHD_MAX_HEADER_COUNT", Default: "100", Type: "integer", Section: SectionLimits,
+			Doc: "Request header fields accepted per request; more is answered 431."},
+			parseInt(1, 10000), strconv.Itoa, func(c *Config) *int { return &c.MaxHeaderCount }),
+		onConfig(Setting{Name: "MESHD_READ_HEADER_TIMEOUT", Default: "10s", Type: "duration", Section: SectionLimits,
+			Doc: "Time a client has to send a request's headers (against slowloris)."},
+			parseDuration(0, false), dur, func(c *Config) *time.Duration { return &c.ReadHeaderTimeout }),
+		onConfig(Setting{Name: "MESHD_IDLE_TIMEOUT", Default: "5m", Type: "duration", Section: SectionLimits,
+			Doc: "A client's keep-alive connection with no request for this long is closed."},
+			parseDuration(0, false), dur, func(c *Config) *time.Duration { return &c.IdleTimeout }),
+		onConfig(Setting{Name: "MESHD_MAX_CONNECTIONS", Default: "10000", Type: "integer", Section: SectionLimits,
+			Doc: "Open client connections per listener; one more is closed at once."},
+			parseInt(1, 10_000_000), strconv.Itoa, func(c *Config) *int { return &c.MaxConnections }),
+		onConfig(Setting{Name: "MESHD_MAX_CONNECTIONS_PER_ENDPOINT", Default: "1024", Type: "integer", Section: SectionLimits,
+			Doc: "HTTP/1.1 connections meshd opens to one endpoint; requests beyond wait for one; 0 = no limit."},
+			parseInt(0, 10_000_000), strconv.Itoa, func(c *Config) *int { return &c.MaxConnsPerEndpoint }),
 
 		// iptables.
 		onConfig(Setting{Name: "MESHD_INBOUND_PORTS", Default: "*", Type: "* or port list", Section: I,

@@ -118,6 +118,17 @@ func parseSize(s string) (Size, error) {
 	return Size(n * mult), nil
 }
 
+// parseSizeRange is parseSize bounded to [min, max].
+func parseSizeRange(min, max Size) func(string) (Size, error) {
+	return func(s string) (Size, error) {
+		v, err := parseSize(s)
+		if err != nil || v < min || v > max {
+			return 0, expectation(fmt.Sprintf("a size from %s to %s", min, max))
+		}
+		return v, nil
+	}
+}
+
 // String writes the size with the largest binary unit that divides it.
 func (s Size) String() string {
 	for _, u := range sizeUnits[:3] {

@@ -34,6 +34,9 @@ Usage:
                                      show upstreams, breakers and endpoints from the admin API
   meshd version                      print version, commit and Go version
   meshd config docs                  print the configuration reference (Markdown)
+  meshd inject [-f FILE] [--env N=V]... [--image I] [--sidecar-mode native|classic]
+                                     add the meshd init container and sidecar to Kubernetes manifests
+  meshd wait-ready [--timeout 60s]   wait until /ready answers 200 (classic sidecar's postStart hook)
 
 Every setting is an environment variable with a --kebab-case flag of the same
 name (MESHD_ADMIN_ADDR = --admin-addr); see docs/configuration.md.
@@ -69,6 +72,10 @@ func dispatch(args []string, e env) int {
 		return cmdVersion(e)
 	case "config":
 		return cmdConfig(e)
+	case "inject":
+		return cmdInject(e)
+	case "wait-ready":
+		return cmdWaitReady(e)
 	case "help", "-h", "--help":
 		fmt.Fprint(e.stdout, usage)
 		return exitOK

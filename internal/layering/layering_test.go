@@ -18,6 +18,7 @@ const module = "github.com/meshd/meshd"
 var rules = map[string][]string{
 	"config":           {},
 	"metrics":          {},
+	"inject":           {},
 	"iptables":         {},
 	"discovery":        {},
 	"proxy/origdst":    {},
