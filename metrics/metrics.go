@@ -29,6 +29,7 @@ type Metrics struct {
 	TCPBytes         *prometheus.CounterVec   // meshd_tcp_bytes_total{direction,upstream,way}
 	DiscoveryUpdates *prometheus.CounterVec   // meshd_discovery_updates_total{upstream}
 	DiscoveryErrors  prometheus.Counter       // meshd_discovery_errors_total
+	LimitRejections  *prometheus.CounterVec   // meshd_limit_rejections_total{limit}
 }
 
 // New creates the metrics and registers them.
@@ -76,12 +77,16 @@ func New() *Metrics {
 			Name: "meshd_discovery_errors_total",
 			Help: "Failed discovery queries (Consul unreachable or answering errors).",
 		}),
+		LimitRejections: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meshd_limit_rejections_total",
+			Help: "Requests or connections refused because a limit was reached (connections, header-count).",
+		}, []string{"limit"}),
 	}
 	m.Registry.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.Requests, m.RequestDuration, m.Retries, m.BreakerState, m.Ejections,
-		m.LocalReplies, m.TCPConnections, m.TCPBytes, m.DiscoveryUpdates, m.DiscoveryErrors,
+		m.LocalReplies, m.TCPConnections, m.TCPBytes, m.DiscoveryUpdates, m.DiscoveryErrors, m.LimitRejections,
 	)
 	return m
 }

@@ -32,6 +32,7 @@ type conn struct {
 	info    connInfo
 	pending []byte
 	buf     *[]byte // pooled detection buffer behind pending
+	onClose func()  // the listener's accounting
 
 	once sync.Once
 }
@@ -59,6 +60,9 @@ func (c *conn) Close() error {
 	err := c.tcp.Close()
 	c.once.Do(func() {
 		c.p.untrack(c)
+		if c.onClose != nil {
+			c.onClose()
+		}
 		if c.buf != nil {
 			c.pending = nil
 			putBuf(c.buf)
@@ -123,14 +127,17 @@ func (p *Proxy) handle(c *conn, inbound bool) {
 		}
 		proto = sniff.Opaque
 	}
+	side := p.outbound
+	if inbound {
+		side = p.inbound
+	}
 	switch {
 	case proto == sniff.HTTP1 && !(redirected && bytes.HasPrefix(peek, connectPrefix)):
 		c.pending = peek
-		side := p.outbound
-		if inbound {
-			side = p.inbound
-		}
 		side.serveConn(c)
+	case proto == sniff.HTTP2:
+		c.pending = peek
+		side.serveH2(c)
 	case !redirected:
 		// Explicit mode carries HTTP (and CONNECT) only: there is no
 		// destination to send anything else to.
@@ -139,9 +146,8 @@ func (p *Proxy) handle(c *conn, inbound bool) {
 		}
 		_ = c.Close()
 	default:
-		// Opaque TCP, HTTP/2 with prior knowledge (forwarded as bytes to
-		// the same destination), and a redirected CONNECT (the app talks to
-		// a proxy of its own) all go through unchanged.
+		// Opaque TCP, and a redirected CONNECT (the app talks to a proxy
+		// of its own), go through unchanged.
 		p.serveTCP(c, peek)
 	}
 }

@@ -19,12 +19,12 @@ import (
 func (p *Proxy) serveConnect(w http.ResponseWriter, r *http.Request, info *connInfo) {
 	rt, err := p.connectRoute(r, info)
 	if err != nil {
-		p.localReply(w, nil, localReplyFor(err), err.Error())
+		p.localReply(w, r, nil, localReplyFor(err), err.Error())
 		return
 	}
 	up, err := p.dialRoute(r.Context(), rt)
 	if err != nil {
-		p.localReply(w, rt, localReplyFor(err), err.Error())
+		p.localReply(w, r, rt, localReplyFor(err), err.Error())
 		return
 	}
 	hj, ok := w.(http.Hijacker)

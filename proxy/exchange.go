@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
+	"golang.org/x/net/http2"
 
 	"github.com/meshd/meshd/config"
 	"github.com/meshd/meshd/proxy/balance"
@@ -50,7 +51,7 @@ func (p *Proxy) RoundTrip(req *http.Request) (*http.Response, error) {
 		// Inbound: delivered to the local app as it is, under no policy
 		// but the connect timeout.
 		req.URL.Host = rt.target
-		return p.transport.RoundTrip(req)
+		return p.transportFor(req).RoundTrip(req)
 	}
 	u := rt.up
 	if !u.limiter.Acquire() {
@@ -79,11 +80,28 @@ type exchange struct {
 	cancel    context.CancelFunc
 	deadline  time.Time // zero: none
 	timedOut  atomic.Bool
+	timerMu   sync.Mutex // guards reqTimer's re-arming against stopRequestTimer
 	reqTimer  *time.Timer
+	timerOff  bool // stopRequestTimer was called
+	ownLimit  bool // the deadline is meshd's request timeout, not the client's
 	body      *replayBody
-	tried     [4]*balance.Endpoint
-	triedN    int
+	tried     []*balance.Endpoint // endpoints already attempted; backed by triedBuf
+	triedBuf  [4]*balance.Endpoint
 	retryable bool // idempotent, or x-meshd-retryable: true
+	grpc      bool // a gRPC call
+	activity  activity
+}
+
+// activity is when a request last moved a byte, either way: the stream
+// idle timeout counts from it, so a stream that only the client feeds
+// (client streaming, WebSocket-like bidi traffic) is not cut while bytes
+// flow.
+type activity struct{ last atomic.Int64 }
+
+func (a *activity) touch() { a.last.Store(time.Now().UnixNano()) }
+
+func (a *activity) idleFor() time.Duration {
+	return time.Duration(time.Now().UnixNano() - a.last.Load())
 }
 
 func (x *exchange) run() (*http.Response, error) {
@@ -92,39 +110,62 @@ func (x *exchange) run() (*http.Response, error) {
 	x.ctx, x.cancel = context.WithCancel(parent)
 	if pol.RequestTimeout > 0 {
 		x.deadline = time.Now().Add(pol.RequestTimeout)
+		x.ownLimit = true
 	}
-	// The request's own deadline shortens meshd's, never lengthens it.
+	// The request's own deadline shortens meshd's, never lengthens it:
+	// the client going away, or a gRPC call's grpc-timeout.
 	if d, ok := parent.Deadline(); ok && (x.deadline.IsZero() || d.Before(x.deadline)) {
-		x.deadline = d
+		x.deadline, x.ownLimit = d, false
 	}
-	if !x.deadline.IsZero() {
-		x.reqTimer = time.AfterFunc(time.Until(x.deadline), func() { x.timedOut.Store(true); x.cancel() })
+	x.grpc = isGRPC(req)
+	if x.grpc {
+		if t, ok := parseGRPCTimeout(req.Header.Get("Grpc-Timeout")); ok {
+			if d := time.Now().Add(t); x.deadline.IsZero() || d.Before(x.deadline) {
+				x.deadline, x.ownLimit = d, false
+			}
+		}
 	}
 	if req.Body != nil && req.Body != http.NoBody {
 		x.body = newReplayBody(req.Body, int64(pol.RetryBodyMax))
+		x.body.activity = &x.activity
+	}
+	x.activity.touch()
+	if !x.deadline.IsZero() {
+		x.timerMu.Lock()
+		x.reqTimer = time.AfterFunc(time.Until(x.deadline), x.requestTimeout)
+		x.timerMu.Unlock()
 	}
 	x.retryable = resilience.Idempotent(req.Method) || strings.EqualFold(req.Header.Get(HeaderRetryable), "true")
 
 	var bo backoff.BackOff
 	for attempt := 1; ; attempt++ {
-		ep, target := x.pick()
+		ep, target, begun := x.pick()
 		if target == "" {
 			return x.fail(ErrNoHealthyUpstream)
 		}
 		resp, tryTimedOut, tryCancel, err := x.attempt(attempt, ep, target)
-		outcome := classify(resp, err, tryTimedOut || x.timedOut.Load())
-		if ep != nil {
+		outcome := classify(resp, err, tryTimedOut || x.timedOut.Load(), x.grpc)
+		final := err == nil && !outcome.Failure && outcome.Cond == 0 && !pol.RetryOn.RetriesStatus(resp.StatusCode)
+		// A gRPC answer without grpc-status in its headers carries its
+		// status in the trailers: the endpoint's and the service's outcome
+		// is settled by the response body (responseBody.onSettle).
+		inTrailers := final && x.grpc && outcome.GRPC < 0 && resp.StatusCode == http.StatusOK
+		// Only an attempt that took the endpoint's slot (Begin) reports to
+		// its breaker: a panic-mode attempt must not settle a probe.
+		if ep != nil && begun && !inTrailers {
 			x.u.ejector.Done(ep.Addr, outcome.Failure)
 		}
-		final := err == nil && !outcome.Failure && !x.p.cfgRetriesStatus(pol, resp.StatusCode)
 		if !final {
 			sent := true
 			var de *DialError
 			if errors.As(err, &de) {
 				sent = false
 			}
+			// A gRPC call is retried only when it is unary: its whole
+			// request, one message, is in hand.
+			replayable := x.body.replayable() && (!x.grpc || x.body.singleGRPCMessage())
 			canRetry := attempt <= pol.RetryMax && !x.timedOut.Load() && parent.Err() == nil &&
-				resilience.ShouldRetry(pol.RetryOn, req.Method, x.retryable, x.body.replayable(), sent, outcome)
+				resilience.ShouldRetry(pol.RetryOn, req.Method, x.retryable, replayable, sent, outcome)
 			if canRetry {
 				if bo == nil {
 					bo = resilience.NewBackoff(pol.RetryBackoffBase, pol.RetryBackoffMax, nil)
@@ -158,29 +199,24 @@ func (x *exchange) run() (*http.Response, error) {
 			}
 			return x.fail(err)
 		}
-		return x.succeed(resp, ep, tryCancel, outcome), nil
+		return x.succeed(resp, ep, begun, tryCancel, outcome, inTrailers), nil
 	}
-}
-
-// cfgRetriesStatus reports whether a status would be retried by the
-// policy's status rules (so a 409 with retriable-4xx is not final).
-func (p *Proxy) cfgRetriesStatus(pol *config.Policy, status int) bool {
-	return pol.RetryOn.RetriesStatus(status)
 }
 
 // pick chooses the attempt's endpoint: a usable one not tried yet, else a
-// usable one, else (every endpoint ejected) the least bad. Passthrough has
-// its single target.
-func (x *exchange) pick() (*balance.Endpoint, string) {
+// usable one, else (every endpoint ejected) the least bad. begun says the
+// endpoint's breaker admitted the attempt (Begin); a panic-mode pick is
+// not admitted and reports nothing. Passthrough has its single target.
+func (x *exchange) pick() (ep *balance.Endpoint, target string, begun bool) {
 	eps := x.rt.eps
 	if eps == nil {
 		if x.rt.target == "" {
-			return nil, ""
+			return nil, "", false
 		}
-		return nil, x.rt.target
+		return nil, x.rt.target, false
 	}
 	if len(eps) == 0 {
-		return nil, ""
+		return nil, "", false
 	}
 	ej := x.u.ejector
 	usable := func(e *balance.Endpoint) bool { return !ej.Usable(e.Addr) }
@@ -194,7 +230,7 @@ func (x *exchange) pick() (*balance.Endpoint, string) {
 			break
 		}
 		if ej.Begin(ep.Addr) {
-			return ep, ep.Addr
+			return ep, ep.Addr, true
 		}
 	}
 	// Panic mode: every endpoint is ejected; the least bad keeps serving.
@@ -205,14 +241,14 @@ func (x *exchange) pick() (*balance.Endpoint, string) {
 	lb := ej.LeastBad(addrs)
 	for _, e := range eps {
 		if e.Addr == lb {
-			return e, e.Addr
+			return e, e.Addr, false
 		}
 	}
-	return eps[0], eps[0].Addr
+	return eps[0], eps[0].Addr, false
 }
 
 func (x *exchange) wasTried(e *balance.Endpoint) bool {
-	for _, t := range x.tried[:x.triedN] {
+	for _, t := range x.tried {
 		if t == e {
 			return true
 		}
@@ -221,9 +257,11 @@ func (x *exchange) wasTried(e *balance.Endpoint) bool {
 }
 
 func (x *exchange) remember(e *balance.Endpoint) {
-	if e != nil && x.triedN < len(x.tried) {
-		x.tried[x.triedN] = e
-		x.triedN++
+	if e != nil {
+		if x.tried == nil {
+			x.tried = x.triedBuf[:0]
+		}
+		x.tried = append(x.tried, e)
 	}
 }
 
@@ -246,7 +284,7 @@ func (x *exchange) attempt(n int, ep *balance.Endpoint, target string) (resp *ht
 	if ep != nil {
 		ep.Acquire()
 	}
-	resp, err = x.p.transport.RoundTrip(out)
+	resp, err = x.p.transportFor(out).RoundTrip(out)
 	if tryTimer != nil {
 		tryTimer.Stop()
 	}
@@ -254,20 +292,50 @@ func (x *exchange) attempt(n int, ep *balance.Endpoint, target string) (resp *ht
 }
 
 // classify turns an attempt's result into an outcome for breakers and
-// retries.
-func classify(resp *http.Response, err error, timedOut bool) resilience.Outcome {
+// retries. A gRPC answer's status is read from its headers (a
+// trailers-only answer, which is how gRPC servers fail a call before any
+// message).
+func classify(resp *http.Response, err error, timedOut, grpc bool) resilience.Outcome {
 	if err != nil {
 		var de *DialError
+		var se http2.StreamError
 		switch {
 		case errors.As(err, &de):
 			return resilience.ErrorOutcome(config.RetryConnectFailure)
+		case errors.As(err, &se) && se.Code == http2.ErrCodeRefusedStream:
+			return resilience.ErrorOutcome(config.RetryRefusedStream)
 		case timedOut:
 			return resilience.TimeoutOutcome()
 		default:
 			return resilience.ErrorOutcome(config.RetryReset)
 		}
 	}
+	if grpc {
+		if v := resp.Header.Get("Grpc-Status"); v != "" {
+			if code, err := strconv.Atoi(v); err == nil {
+				return resilience.GRPCOutcome(resp.StatusCode, code)
+			}
+		}
+	}
 	return resilience.StatusOutcome(resp.StatusCode)
+}
+
+// parseGRPCTimeout reads a grpc-timeout header: an integer of at most 8
+// digits and a unit (H, M, S, m, u, n).
+func parseGRPCTimeout(v string) (time.Duration, bool) {
+	if len(v) < 2 || len(v) > 9 {
+		return 0, false
+	}
+	n, err := strconv.ParseInt(v[:len(v)-1], 10, 64)
+	if err != nil || n < 0 {
+		return 0, false
+	}
+	unit := map[byte]time.Duration{'H': time.Hour, 'M': time.Minute, 'S': time.Second,
+		'm': time.Millisecond, 'u': time.Microsecond, 'n': time.Nanosecond}[v[len(v)-1]]
+	if unit == 0 {
+		return 0, false
+	}
+	return time.Duration(n) * unit, true
 }
 
 // discard drops an attempt that will be retried.
@@ -326,11 +394,16 @@ func (x *exchange) fail(err error) (*http.Response, error) {
 
 // succeed hands the response on; the body keeps the request's resources
 // until it is closed, under the stream idle timeout.
-func (x *exchange) succeed(resp *http.Response, ep *balance.Endpoint, tryCancel context.CancelFunc, o resilience.Outcome) *http.Response {
+//
+// inTrailers says the outcome is in the trailers of a gRPC answer: the
+// body reports it to the endpoint's and the service's breakers.
+func (x *exchange) succeed(resp *http.Response, ep *balance.Endpoint, begun bool, tryCancel context.CancelFunc, o resilience.Outcome, inTrailers bool) *http.Response {
 	x.stopRequestTimer()
-	if o.Failure {
+	switch {
+	case inTrailers:
+	case o.Failure:
 		x.breakerDone(resilience.Failure)
-	} else {
+	default:
 		x.breakerDone(resilience.Success)
 	}
 	if resp.StatusCode == http.StatusSwitchingProtocols {
@@ -341,43 +414,139 @@ func (x *exchange) succeed(resp *http.Response, ep *balance.Endpoint, tryCancel 
 		x.u.limiter.Release()
 		return resp
 	}
-	b := &responseBody{ReadCloser: resp.Body, ep: ep, limiter: x.u.limiter, cancels: [2]context.CancelFunc{tryCancel, x.cancel}}
+	b := &responseBody{ReadCloser: resp.Body, resp: resp, client: x.req.Context(), act: &x.activity,
+		ep: ep, limiter: x.u.limiter, cancels: [2]context.CancelFunc{tryCancel, x.cancel}}
+	if inTrailers {
+		b.onSettle = func(failure, ignore bool) {
+			if ep != nil && begun {
+				x.u.ejector.Done(ep.Addr, failure)
+			}
+			switch {
+			case ignore:
+				x.breakerDone(resilience.Ignore)
+			case failure:
+				x.breakerDone(resilience.Failure)
+			default:
+				x.breakerDone(resilience.Success)
+			}
+		}
+	}
+	x.activity.touch()
 	if idle := x.pol.StreamIdleTimeout; idle > 0 {
 		b.idle = idle
+		b.mu.Lock()
 		b.timer = time.AfterFunc(idle, b.expire)
+		b.mu.Unlock()
 	}
 	resp.Body = b
 	return resp
 }
 
 func (x *exchange) stopRequestTimer() {
+	x.timerMu.Lock()
+	defer x.timerMu.Unlock()
+	x.timerOff = true
 	if x.reqTimer != nil {
 		x.reqTimer.Stop()
 	}
 }
 
+// requestTimeout ends the exchange when its deadline passes. A gRPC
+// client-streaming call gets its response headers only when it ends, so
+// for gRPC meshd's own request timeout counts from the end of the
+// client's stream: while the client still streams, the call lives as long
+// as bytes flow within the stream idle timeout (the contract's streams
+// rule). A client's own deadline (grpc-timeout) always holds.
+func (x *exchange) requestTimeout() {
+	x.timerMu.Lock()
+	defer x.timerMu.Unlock()
+	if x.timerOff {
+		return
+	}
+	if x.grpc && x.ownLimit && x.body != nil {
+		if next, ok := x.body.extendTimeout(x.pol.RequestTimeout, x.pol.StreamIdleTimeout, &x.activity); ok {
+			x.reqTimer.Reset(time.Until(next))
+			return
+		}
+	}
+	x.timedOut.Store(true)
+	x.cancel()
+}
+
 // responseBody releases what the exchange holds when the body is closed,
-// and cuts a body that moves no byte for the stream idle timeout.
+// and cuts a stream that moves no byte either way for the stream idle
+// timeout. For a gRPC answer whose status comes in the trailers it settles
+// the call's outcome (onSettle): at the first message (the upstream is
+// serving the call; a long stream must not hold a half-open breaker's
+// probe slot for its whole life), or at the end from grpc-status.
 type responseBody struct {
 	io.ReadCloser
-	ep      *balance.Endpoint
-	limiter *resilience.Limiter
-	cancels [2]context.CancelFunc
-	idle    time.Duration
-	timer   *time.Timer
-	once    sync.Once
+	resp     *http.Response  // its Trailer is filled when the body ends
+	client   context.Context // the client's request
+	act      *activity
+	ep       *balance.Endpoint
+	limiter  *resilience.Limiter
+	cancels  [2]context.CancelFunc
+	idle     time.Duration
+	onSettle func(failure, ignore bool) // nil: settled at the headers
+	settled  sync.Once
+	cut      atomic.Bool // the idle timeout ended the stream
+
+	mu     sync.Mutex // guards timer and closed
+	timer  *time.Timer
+	closed bool
+	once   sync.Once
 }
 
 func (b *responseBody) Read(p []byte) (int, error) {
 	n, err := b.ReadCloser.Read(p)
-	if n > 0 && b.timer != nil {
-		b.timer.Reset(b.idle)
+	if n > 0 {
+		b.act.touch()
+	}
+	if b.onSettle != nil {
+		switch {
+		case n > 0:
+			b.settle(false, false)
+		case errors.Is(err, io.EOF):
+			b.settle(grpcTrailerFailure(b.resp.Trailer), false)
+		case err != nil:
+			// Cut by meshd (idle) or by the client going away: says
+			// nothing of the upstream. Otherwise the upstream reset it.
+			ignore := b.cut.Load() || b.client.Err() != nil
+			b.settle(!ignore, ignore)
+		}
 	}
 	return n, err
 }
 
-// expire cuts the stream: its context ends, so the read fails.
+func (b *responseBody) settle(failure, ignore bool) {
+	b.settled.Do(func() { b.onSettle(failure, ignore) })
+}
+
+// grpcTrailerFailure reports whether a gRPC call's trailers say it failed
+// (contract: UNAVAILABLE). A call that ends without a grpc-status is one
+// too: gRPC clients see it as UNAVAILABLE.
+func grpcTrailerFailure(tr http.Header) bool {
+	code, err := strconv.Atoi(tr.Get("Grpc-Status"))
+	if err != nil {
+		return true
+	}
+	return resilience.GRPCOutcome(http.StatusOK, code).Failure
+}
+
+// expire cuts the stream, unless bytes moved since the timer was set: its
+// context ends, so the read fails.
 func (b *responseBody) expire() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return
+	}
+	if rest := b.idle - b.act.idleFor(); rest > 0 {
+		b.timer.Reset(rest)
+		return
+	}
+	b.cut.Store(true)
 	for _, c := range b.cancels {
 		c()
 	}
@@ -386,9 +555,15 @@ func (b *responseBody) expire() {
 func (b *responseBody) Close() error {
 	err := b.ReadCloser.Close()
 	b.once.Do(func() {
+		if b.onSettle != nil {
+			b.settle(false, true) // the client stopped reading before the end
+		}
+		b.mu.Lock()
+		b.closed = true
 		if b.timer != nil {
 			b.timer.Stop()
 		}
+		b.mu.Unlock()
 		for _, c := range b.cancels {
 			c()
 		}
@@ -405,14 +580,23 @@ func (b *responseBody) Close() error {
 // the rest. Once more than max bytes were read the body cannot be replayed.
 // A stale attempt (one the transport may still be reading after a retry
 // began) gets an error instead of the next attempt's bytes.
+//
+// Reads from src are serialized by rmu, held while a read blocks; the
+// state is guarded by mu, never held across a read, so that the retry
+// decision never waits for a client that sends nothing more until it hears
+// back (a bidi gRPC call waiting for its first answer).
 type replayBody struct {
+	rmu      sync.Mutex
 	mu       sync.Mutex
 	src      io.ReadCloser
 	max      int64
 	buf      []byte
 	read     int64 // bytes taken from src
+	eof      bool  // src has ended
+	eofAt    time.Time
 	overflow bool
 	gen      int
+	activity *activity // touched when bytes come from the client; may be nil
 }
 
 func newReplayBody(src io.ReadCloser, max int64) *replayBody {
@@ -428,6 +612,45 @@ func (b *replayBody) replayable() bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.read == 0 || !b.overflow
+}
+
+// singleGRPCMessage reports whether the body has ended and is exactly one
+// whole gRPC message (a unary call's request), so replaying it repeats
+// nothing a stream would not. A streaming call that has sent one message
+// so far is not: its body has not ended.
+func (b *replayBody) singleGRPCMessage() bool {
+	if b == nil {
+		return false
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !b.eof || b.overflow || len(b.buf) < 5 || int64(len(b.buf)) != b.read {
+		return false
+	}
+	n := int(b.buf[1])<<24 | int(b.buf[2])<<16 | int(b.buf[3])<<8 | int(b.buf[4])
+	return len(b.buf) == 5+n
+}
+
+// extendTimeout says when a streaming request's timeout should next be
+// checked instead of firing now: while the client still sends, within the
+// stream idle timeout (idle, 0 = none) of its last byte; once it has
+// ended, the request timeout (timeout) after its end.
+func (b *replayBody) extendTimeout(timeout, idle time.Duration, act *activity) (time.Time, bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	now := time.Now()
+	if b.eof {
+		next := b.eofAt.Add(timeout)
+		return next, next.After(now)
+	}
+	if b.read == 0 {
+		return time.Time{}, false // nothing sent yet: no stream to speak of
+	}
+	if idle <= 0 {
+		return now.Add(timeout), true
+	}
+	rest := idle - act.idleFor()
+	return now.Add(min(rest, timeout)), rest > 0
 }
 
 // attempt returns the body for a new attempt.
@@ -447,23 +670,19 @@ type attemptBody struct {
 }
 
 func (a *attemptBody) Read(p []byte) (int, error) {
+	if n, done, err := a.fromKept(p); done {
+		return n, err
+	}
 	b := a.b
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if a.gen != b.gen {
-		return 0, errStaleAttempt
-	}
-	if a.off < int64(len(b.buf)) {
-		n := copy(p, b.buf[a.off:])
-		a.off += int64(n)
-		return n, nil
-	}
-	if a.off < b.read {
-		// The kept bytes were dropped (overflow): this attempt cannot
-		// be completed.
-		return 0, errStaleAttempt
+	b.rmu.Lock()
+	defer b.rmu.Unlock()
+	// Another attempt's read may have kept more bytes while this one
+	// waited for rmu.
+	if n, done, err := a.fromKept(p); done {
+		return n, err
 	}
 	n, err := b.src.Read(p)
+	b.mu.Lock()
 	if n > 0 {
 		b.read += int64(n)
 		a.off += int64(n)
@@ -473,7 +692,37 @@ func (a *attemptBody) Read(p []byte) (int, error) {
 			b.overflow, b.buf = true, nil
 		}
 	}
+	if errors.Is(err, io.EOF) && !b.eof {
+		b.eof, b.eofAt = true, time.Now()
+	}
+	b.mu.Unlock()
+	if n > 0 && b.activity != nil {
+		b.activity.touch()
+	}
 	return n, err
+}
+
+// fromKept serves the attempt from what was kept or is known; done is
+// false when it must read on from src.
+func (a *attemptBody) fromKept(p []byte) (n int, done bool, err error) {
+	b := a.b
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	switch {
+	case a.gen != b.gen:
+		return 0, true, errStaleAttempt
+	case a.off < int64(len(b.buf)):
+		n = copy(p, b.buf[a.off:])
+		a.off += int64(n)
+		return n, true, nil
+	case a.off < b.read:
+		// The kept bytes were dropped (overflow): this attempt cannot
+		// be completed.
+		return 0, true, errStaleAttempt
+	case b.eof:
+		return 0, true, io.EOF
+	}
+	return 0, false, nil
 }
 
 // Close does not close the client's body: another attempt may need it.

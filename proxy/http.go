@@ -1,5 +1,7 @@
 package proxy
 
+//lint:file-ignore SA1019 golang.org/x/net/http2 is meshd's chosen HTTP/2 implementation; its newer releases deprecate the API in favour of the copy bundled in net/http, whose stream errors are not typed.
+
 import (
 	"context"
 	"crypto/rand"
@@ -14,6 +16,7 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"golang.org/x/net/http2"
 
 	"github.com/meshd/meshd/config"
 	"github.com/meshd/meshd/discovery"
@@ -39,6 +42,7 @@ const (
 type httpSide struct {
 	name string
 	srv  *http.Server
+	h2   *http2.Server
 	ln   *chanListener
 	rp   *httputil.ReverseProxy
 }
@@ -60,14 +64,26 @@ func (p *Proxy) newHTTPSide(name string) *httpSide {
 			}
 			return ctx
 		},
-		ReadHeaderTimeout:            time.Minute,
-		IdleTimeout:                  5 * time.Minute,
-		MaxHeaderBytes:               1 << 20,
+		ReadHeaderTimeout:            p.cfg.ReadHeaderTimeout,
+		IdleTimeout:                  p.cfg.IdleTimeout,
+		MaxHeaderBytes:               int(p.cfg.MaxHeaderBytes),
 		DisableGeneralOptionsHandler: true,
 		ErrorLog:                     zap.NewStdLog(p.log.Named(name).WithOptions(zap.IncreaseLevel(zap.WarnLevel))),
 	}
+	// HTTP/2 with prior knowledge (h2c, so gRPC) is served by x/net/http2
+	// on the same handler; its flow control is the library's.
+	s.h2 = &http2.Server{IdleTimeout: s.srv.IdleTimeout, MaxReadFrameSize: 1 << 20}
 	go func() { _ = s.srv.Serve(s.ln) }()
 	return s
+}
+
+// serveH2 serves a detected HTTP/2 prior-knowledge connection until it
+// ends. A protocol error closes that connection with a GOAWAY and nothing
+// else; a stream reset ends only that stream.
+func (s *httpSide) serveH2(c *conn) {
+	ctx := context.WithValue(context.Background(), connInfoKey, &c.info)
+	s.h2.ServeConn(c, &http2.ServeConnOpts{Context: ctx, BaseConfig: s.srv, Handler: s.srv.Handler})
+	_ = c.Close()
 }
 
 // serveConn hands a detected HTTP/1.x connection to the server.
@@ -161,6 +177,12 @@ func (p *Proxy) serveHTTP(s *httpSide, w http.ResponseWriter, r *http.Request) {
 	if info == nil {
 		info = &connInfo{}
 	}
+	if n := headerCount(r.Header); n > p.cfg.MaxHeaderCount {
+		p.limitHit("header-count", zap.Int("headers", n), zap.String("authority", r.Host))
+		w.Header().Set("Connection", "close")
+		http.Error(w, "meshd: too many header fields", http.StatusRequestHeaderFieldsTooLarge)
+		return
+	}
 	if r.Method == http.MethodConnect {
 		p.serveConnect(w, r, info)
 		return
@@ -169,7 +191,7 @@ func (p *Proxy) serveHTTP(s *httpSide, w http.ResponseWriter, r *http.Request) {
 	lw := &responseWriter{ResponseWriter: w}
 	rt, err := p.routeHTTP(r, info)
 	if err != nil {
-		p.localReply(lw, nil, localReplyFor(err), err.Error())
+		p.localReply(lw, r, nil, localReplyFor(err), err.Error())
 	} else {
 		if r.Header.Get(HeaderRequestID) == "" {
 			r.Header.Set(HeaderRequestID, newRequestID())
@@ -203,6 +225,15 @@ func (p *Proxy) serveHTTP(s *httpSide, w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// headerCount is the number of header field lines of a request.
+func headerCount(h http.Header) int {
+	n := 0
+	for _, v := range h {
+		n += len(v)
+	}
+	return n
+}
+
 // label is the metrics label of a route's upstream.
 func (p *Proxy) label(rt *route, direction string) string {
 	switch {
@@ -216,10 +247,15 @@ func (p *Proxy) label(rt *route, direction string) string {
 	return metrics.Passthrough
 }
 
-// localReply answers by itself and counts it.
-func (p *Proxy) localReply(w http.ResponseWriter, rt *route, lr localReply, detail string) {
+// localReply answers by itself, the gRPC way to a gRPC client, and counts
+// it.
+func (p *Proxy) localReply(w http.ResponseWriter, r *http.Request, rt *route, lr localReply, detail string) {
 	if p.metrics != nil {
 		p.metrics.LocalReplies.WithLabelValues(p.label(rt, ""), lr.reason).Inc()
+	}
+	if isGRPC(r) {
+		writeGRPCReply(w, lr, detail)
+		return
 	}
 	writeLocalReply(w, lr, detail)
 }
@@ -274,7 +310,38 @@ func (p *Proxy) answerError(w http.ResponseWriter, r *http.Request, err error) {
 		ce.Write(zap.String("authority", r.Host), zap.String("reason", lr.reason), zap.Error(err))
 	}
 	rt, _ := r.Context().Value(routeKey).(*route)
-	p.localReply(w, rt, lr, err.Error())
+	p.localReply(w, r, rt, lr, err.Error())
+}
+
+// newH2Transport is the upstream HTTP/2 client for h2c requests: one
+// connection per endpoint carries many streams; a new one opens only when
+// the server's stream limit is reached.
+//
+// meshd uses golang.org/x/net/http2 directly, as its design chose, rather
+// than the copy bundled in net/http: its stream errors (REFUSED_STREAM) are
+// typed, so the retry logic can tell them apart.
+func (p *Proxy) newH2Transport() *http2.Transport {
+	return &http2.Transport{
+		AllowHTTP: true,
+		DialTLSContext: func(ctx context.Context, _, addr string, _ *tls.Config) (net.Conn, error) {
+			timeout := p.cfg.Defaults.ConnectTimeout
+			if rt, ok := ctx.Value(routeKey).(*route); ok {
+				timeout = rt.policy(p).ConnectTimeout
+			}
+			return p.dial(ctx, addr, timeout)
+		},
+		DisableCompression: true,
+		ReadIdleTimeout:    30 * time.Second,
+		PingTimeout:        10 * time.Second,
+	}
+}
+
+// transportFor picks the upstream client matching the request's protocol.
+func (p *Proxy) transportFor(r *http.Request) http.RoundTripper {
+	if r.ProtoMajor == 2 {
+		return p.h2transport
+	}
+	return p.transport
 }
 
 // newTransport is the upstream HTTP/1.1 client: connections pooled per
@@ -291,6 +358,7 @@ func (p *Proxy) newTransport() *http.Transport {
 		},
 		MaxIdleConns:           0,
 		MaxIdleConnsPerHost:    256,
+		MaxConnsPerHost:        p.cfg.MaxConnsPerEndpoint,
 		IdleConnTimeout:        90 * time.Second,
 		DisableCompression:     true,
 		ExpectContinueTimeout:  time.Second,

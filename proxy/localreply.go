@@ -7,6 +7,8 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strconv"
+	"strings"
 
 	"github.com/meshd/meshd/resilience"
 )
@@ -34,21 +36,23 @@ func (e *DialError) Unwrap() error { return e.Err }
 // by itself.
 const HeaderError = "X-Meshd-Error"
 
-// localReply is how one kind of error is answered.
+// localReply is how one kind of error is answered: an HTTP status, and for
+// gRPC clients the matching gRPC status.
 type localReply struct {
 	status int
 	reason string // the x-meshd-error value
+	grpc   int    // gRPC status: 14 UNAVAILABLE, 4 DEADLINE_EXCEEDED
 }
 
 // The table of local replies, keyed by error kind.
 var (
-	replyConnectFailure = localReply{http.StatusBadGateway, "connect-failure"}
-	replyReset          = localReply{http.StatusBadGateway, "reset"}
-	replyNoHealthy      = localReply{http.StatusServiceUnavailable, "no-healthy-upstream"}
-	replyTimeout        = localReply{http.StatusGatewayTimeout, "timeout"}
-	replyLoop           = localReply{http.StatusBadRequest, "loop"}
-	replyCircuitOpen    = localReply{http.StatusServiceUnavailable, "circuit-open"}
-	replyOverloaded     = localReply{http.StatusServiceUnavailable, "overloaded"}
+	replyConnectFailure = localReply{http.StatusBadGateway, "connect-failure", grpcUnavailable}
+	replyReset          = localReply{http.StatusBadGateway, "reset", grpcUnavailable}
+	replyNoHealthy      = localReply{http.StatusServiceUnavailable, "no-healthy-upstream", grpcUnavailable}
+	replyTimeout        = localReply{http.StatusGatewayTimeout, "timeout", grpcDeadlineExceeded}
+	replyLoop           = localReply{http.StatusBadRequest, "loop", grpcUnavailable}
+	replyCircuitOpen    = localReply{http.StatusServiceUnavailable, "circuit-open", grpcUnavailable}
+	replyOverloaded     = localReply{http.StatusServiceUnavailable, "overloaded", grpcUnavailable}
 )
 
 // localReplyFor classifies an upstream error.
@@ -74,6 +78,42 @@ func localReplyFor(err error) localReply {
 	default:
 		return replyReset
 	}
+}
+
+// gRPC status codes meshd answers with.
+const (
+	grpcUnavailable      = 14
+	grpcDeadlineExceeded = 4
+)
+
+// isGRPC reports whether a request is a gRPC call.
+func isGRPC(r *http.Request) bool {
+	return r != nil && strings.HasPrefix(r.Header.Get("Content-Type"), "application/grpc")
+}
+
+// writeGRPCReply answers a gRPC client the gRPC way: HTTP 200, the status
+// in the trailers, the reason in grpc-message and x-meshd-error.
+func writeGRPCReply(w http.ResponseWriter, lr localReply, detail string) {
+	h := w.Header()
+	h.Set(HeaderError, lr.reason)
+	h.Set("Content-Type", "application/grpc")
+	h.Set(http.TrailerPrefix+"Grpc-Status", strconv.Itoa(lr.grpc))
+	h.Set(http.TrailerPrefix+"Grpc-Message", "meshd: "+lr.reason+": "+grpcEscape(detail))
+	w.WriteHeader(http.StatusOK)
+}
+
+// grpcEscape percent-encodes a grpc-message as the gRPC spec asks.
+func grpcEscape(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c < 0x20 || c > 0x7e || c == '%' {
+			fmt.Fprintf(&b, "%%%02X", c)
+			continue
+		}
+		b.WriteByte(c)
+	}
+	return b.String()
 }
 
 // writeLocalReply answers the client by itself.

@@ -9,6 +9,8 @@
 // (proxy/balance), or copy opaque TCP to its destination (proxy/opaque).
 package proxy
 
+//lint:file-ignore SA1019 see http.go: golang.org/x/net/http2 is meshd's chosen HTTP/2 implementation.
+
 import (
 	"context"
 	"errors"
@@ -20,6 +22,7 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"golang.org/x/net/http2"
 
 	"github.com/meshd/meshd/config"
 	"github.com/meshd/meshd/discovery"
@@ -51,9 +54,10 @@ type Proxy struct {
 	rand     balance.Rand
 	metrics  *metrics.Metrics
 
-	transport *http.Transport
-	outbound  *httpSide
-	inbound   *httpSide
+	transport   *http.Transport
+	h2transport *http2.Transport
+	outbound    *httpSide
+	inbound     *httpSide
 
 	upstreams  sync.Map // service name or passthrough host:port → *upstream
 	nUpstreams atomic.Int64
@@ -63,6 +67,8 @@ type Proxy struct {
 	lns      map[net.Listener]struct{}
 	closed   bool
 	lastIdle atomic.Int64 // unix nanoseconds when the last connection closed
+
+	limitLogged atomic.Int64 // unix nanoseconds of the last "limit reached" line
 }
 
 // New returns a Proxy; it serves nothing until ServeOutbound or
@@ -82,6 +88,7 @@ func New(o Options) *Proxy {
 		p.resolver = discovery.Chain{}
 	}
 	p.transport = p.newTransport()
+	p.h2transport = p.newH2Transport()
 	p.outbound = p.newHTTPSide("outbound")
 	p.inbound = p.newHTTPSide("inbound")
 	p.lastIdle.Store(time.Now().UnixNano())
@@ -110,6 +117,7 @@ func (p *Proxy) serve(ln net.Listener, inbound bool) error {
 		p.mu.Unlock()
 	}()
 	var backoff time.Duration
+	var open atomic.Int64 // connections of this listener
 	for {
 		c, err := ln.Accept()
 		if err != nil {
@@ -129,13 +137,40 @@ func (p *Proxy) serve(ln net.Listener, inbound bool) error {
 			_ = c.Close()
 			continue
 		}
+		if open.Load() >= int64(p.cfg.MaxConnections) {
+			// Over the limit: this one connection is refused at once, the
+			// others go on.
+			p.limitHit("connections", zap.Bool("inbound", inbound), zap.Int("max", p.cfg.MaxConnections))
+			_ = tc.SetLinger(0)
+			_ = tc.Close()
+			continue
+		}
 		pc := p.track(tc)
 		if pc == nil {
 			continue
 		}
+		open.Add(1)
+		pc.onClose = func() { open.Add(-1) }
 		go p.handle(pc, inbound)
 	}
 }
+
+// limitHit counts a limit being hit and logs it at most once per
+// limitLogInterval.
+func (p *Proxy) limitHit(limit string, fields ...zap.Field) {
+	if p.metrics != nil {
+		p.metrics.LimitRejections.WithLabelValues(limit).Inc()
+	}
+	now := time.Now().UnixNano()
+	last := p.limitLogged.Load()
+	if now-last < int64(limitLogInterval) || !p.limitLogged.CompareAndSwap(last, now) {
+		return
+	}
+	p.log.Warn("limit reached", append([]zap.Field{zap.String("limit", limit)}, fields...)...)
+}
+
+// limitLogInterval spaces the log lines of limits being hit.
+const limitLogInterval = 10 * time.Second
 
 // track registers an accepted connection; nil when the proxy is closed.
 func (p *Proxy) track(tc *net.TCPConn) *conn {
@@ -206,6 +241,7 @@ func (p *Proxy) Close() error {
 		_ = c.Close()
 	}
 	p.transport.CloseIdleConnections()
+	p.h2transport.CloseIdleConnections()
 	return nil
 }
 

@@ -532,3 +532,78 @@ func TestRequestIDIsUUIDv4(t *testing.T) {
 		seen[id] = true
 	}
 }
+
+// TestLimits: too many header fields or bytes are answered 431, connections
+// over the listener's limit are closed at once, and meshd keeps serving.
+func TestLimits(t *testing.T) {
+	in := newInstance(t, "a", nil)
+	px, addr := testProxy(t, map[string][]string{"svc": {in.addr()}}, func(c *config.Config) {
+		c.MaxHeaderCount = 20
+		c.MaxHeaderBytes = 4 << 10
+		c.MaxConnections = 3
+	})
+	c := proxyClient(addr)
+	many := map[string]string{}
+	for i := 0; i < 30; i++ {
+		many[fmt.Sprintf("X-H%d", i)] = "v"
+	}
+	if resp, _ := get(t, c, "http://svc/", many); resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
+		t.Fatalf("30 header fields: %d, want 431", resp.StatusCode)
+	}
+	if resp, _ := get(t, c, "http://svc/", map[string]string{"X-Big": strings.Repeat("x", 16<<10)}); resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
+		t.Fatalf("16 KiB header: %d, want 431", resp.StatusCode)
+	}
+	c2 := proxyClient(addr)
+	if resp, body := get(t, c2, "http://svc/", nil); resp.StatusCode != 200 || body != "a" {
+		t.Fatalf("after the limits: %d %q", resp.StatusCode, body)
+	}
+	c.CloseIdleConnections()
+	c2.CloseIdleConnections()
+	for deadline := time.Now().Add(5 * time.Second); px.Open() > 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d connections still open", px.Open())
+		}
+	}
+	// Hold the listener's 3 connections; a 4th is closed without an answer.
+	var held []net.Conn
+	for i := 0; i < 3; i++ {
+		conn, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		fmt.Fprint(conn, "GET / HTTP/1.1\r\nHost: svc\r\n\r\n")
+		conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if resp, err := http.ReadResponse(bufio.NewReader(conn), nil); err != nil || resp.StatusCode != 200 {
+			t.Fatalf("connection %d: %v %v", i, resp, err)
+		}
+		held = append(held, conn)
+	}
+	// The 4th is reset at once (the reset may even beat the dial's return).
+	if extra, err := net.Dial("tcp", addr); err == nil {
+		defer extra.Close()
+		fmt.Fprint(extra, "GET / HTTP/1.1\r\nHost: svc\r\n\r\n")
+		extra.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := extra.Read(make([]byte, 1)); err == nil {
+			t.Fatalf("a connection over the limit was served")
+		}
+	}
+	held[0].Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		conn, err := net.Dial("tcp", addr)
+		if err == nil {
+			fmt.Fprint(conn, "GET / HTTP/1.1\r\nHost: svc\r\n\r\n")
+			conn.SetReadDeadline(time.Now().Add(2 * time.Second))
+			resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+			conn.Close()
+			if err == nil && resp.StatusCode == 200 {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no connection served after one was freed")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

@@ -1,0 +1,93 @@
+package proxy
+
+import (
+	"io"
+	"testing"
+	"time"
+)
+
+// grpcFrame is one length-prefixed gRPC message.
+func grpcFrame(msg string) []byte {
+	n := len(msg)
+	return append([]byte{0, byte(n >> 24), byte(n >> 16), byte(n >> 8), byte(n)}, msg...)
+}
+
+// TestReplayBodyStreamingClient: while an attempt waits for the client's
+// next bytes, the retry decision does not block, and one message is not a
+// unary call until the client's stream has ended.
+func TestReplayBodyStreamingClient(t *testing.T) {
+	pr, pw := io.Pipe()
+	defer pr.Close()
+	b := newReplayBody(pr, 64<<10)
+	first := b.attempt()
+
+	go func() { _, _ = pw.Write(grpcFrame("one")) }()
+	buf := make([]byte, 64)
+	if n, err := first.Read(buf); err != nil || n != 8 {
+		t.Fatalf("first read: %d, %v", n, err)
+	}
+	// The transport reads on: the client sends nothing until it hears
+	// back.
+	blocked := make(chan []byte, 1)
+	go func() {
+		p := make([]byte, 64)
+		n, _ := first.Read(p)
+		blocked <- p[:n]
+	}()
+	decided := make(chan bool, 1)
+	go func() { decided <- b.replayable() && b.singleGRPCMessage() }()
+	select {
+	case unary := <-decided:
+		if unary {
+			t.Fatal("one message of a stream that has not ended counts as a unary call")
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("the retry decision blocked on a read waiting for the client")
+	}
+
+	// A retry takes over. If the stale attempt's read was already waiting
+	// on the client, it keeps the bytes it gets and the retry sees them;
+	// if it had not started, it fails as stale. Either way the retry reads
+	// the whole body.
+	second := b.attempt()
+	go func() { _, _ = pw.Write([]byte("two")); pw.Close() }()
+	if got := <-blocked; string(got) != "two" && string(got) != "" {
+		t.Fatalf("stale read got %q", got)
+	}
+	all, err := io.ReadAll(second)
+	if want := string(grpcFrame("one")) + "two"; err != nil || string(all) != want {
+		t.Fatalf("retry read %q, %v; want %q", all, err, want)
+	}
+	if _, err := first.Read(buf); err != errStaleAttempt {
+		t.Fatalf("stale attempt after the retry: %v, want errStaleAttempt", err)
+	}
+}
+
+// TestReplayBodyUnary: a whole body of one message is a unary call.
+func TestReplayBodyUnary(t *testing.T) {
+	pr, pw := io.Pipe()
+	b := newReplayBody(pr, 64<<10)
+	go func() { _, _ = pw.Write(grpcFrame("hello")); pw.Close() }()
+	if _, err := io.ReadAll(b.attempt()); err != nil {
+		t.Fatal(err)
+	}
+	if !b.replayable() || !b.singleGRPCMessage() {
+		t.Fatal("a one-message body that ended is not a unary call")
+	}
+	again, err := io.ReadAll(b.attempt())
+	if err != nil || string(again) != string(grpcFrame("hello")) {
+		t.Fatalf("replay: %q, %v", again, err)
+	}
+}
+
+func TestParseGRPCTimeout(t *testing.T) {
+	for in, want := range map[string]time.Duration{
+		"300m": 300 * time.Millisecond, "1S": time.Second, "2H": 2 * time.Hour, "99999999n": 99999999,
+		"": 0, "m": 0, "10x": 0, "-1S": 0, "123456789S": 0,
+	} {
+		got, ok := parseGRPCTimeout(in)
+		if got != want || ok != (want != 0) {
+			t.Errorf("parseGRPCTimeout(%q) = %v, %v; want %v", in, got, ok, want)
+		}
+	}
+}
