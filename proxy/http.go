@@ -196,7 +196,11 @@ func (p *Proxy) serveHTTP(s *httpSide, w http.ResponseWriter, r *http.Request) {
 		if r.Header.Get(HeaderRequestID) == "" {
 			r.Header.Set(HeaderRequestID, newRequestID())
 		}
-		s.rp.ServeHTTP(lw, r.WithContext(context.WithValue(r.Context(), routeKey, rt)))
+		if isUpgrade(r) {
+			p.serveUpgrade(lw, r, rt)
+		} else {
+			s.rp.ServeHTTP(lw, r.WithContext(context.WithValue(r.Context(), routeKey, rt)))
+		}
 	}
 	code := lw.code
 	if code == 0 {

@@ -607,3 +607,119 @@ func TestLimits(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// upgradeServer answers an upgrade request with 101, then echoes until
+// the client half-closes, then half-closes too; it reports the bytes it
+// read after the handshake.
+func upgradeServer(t *testing.T) (string, <-chan string) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	got := make(chan string, 4)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				br := bufio.NewReader(c)
+				req, err := http.ReadRequest(br)
+				if err != nil || req.Header.Get("Upgrade") != "echo" || req.Header.Get("Keep-Alive") != "" {
+					fmt.Fprint(c, "HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+					return
+				}
+				if req.URL.Path == "/refuse" {
+					fmt.Fprint(c, "HTTP/1.1 403 Forbidden\r\nContent-Length: 2\r\n\r\nno")
+					return
+				}
+				fmt.Fprint(c, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\nhello ")
+				var all []byte
+				buf := make([]byte, 4096)
+				for {
+					n, err := br.Read(buf)
+					all = append(all, buf[:n]...)
+					c.Write(buf[:n])
+					if err != nil {
+						break
+					}
+				}
+				c.(*net.TCPConn).CloseWrite()
+				got <- string(all)
+			}()
+		}
+	}()
+	return ln.Addr().String(), got
+}
+
+// TestUpgradeTunnel: after 101 the connection is a tunnel with half-close
+// both ways; a refusal comes back as an ordinary answer; an idle tunnel is
+// cut at the stream idle timeout.
+func TestUpgradeTunnel(t *testing.T) {
+	up, got := upgradeServer(t)
+	_, addr := testProxy(t, map[string][]string{"ws": {up}}, func(c *config.Config) { c.Defaults.StreamIdleTimeout = 400 * time.Millisecond })
+
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	fmt.Fprint(conn, "GET /chat HTTP/1.1\r\nHost: ws\r\nConnection: keep-alive, Upgrade\r\nUpgrade: echo\r\nKeep-Alive: timeout=5\r\n\r\nearly ")
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols || resp.Header.Get("Upgrade") != "echo" {
+		t.Fatalf("handshake: %v %v", resp, err)
+	}
+	io.WriteString(conn, "and late")
+	conn.(*net.TCPConn).CloseWrite() // half-close: the server must see EOF, and still answer
+	rest, err := io.ReadAll(br)
+	if err != nil || string(rest) != "hello early and late" {
+		t.Fatalf("tunnel read %q, %v", rest, err)
+	}
+	select {
+	case s := <-got:
+		if s != "early and late" {
+			t.Fatalf("server read %q", s)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("server never saw the client's half-close")
+	}
+
+	// A refused upgrade is an ordinary answer.
+	c2 := proxyClient(addr)
+	req, _ := http.NewRequest(http.MethodGet, "http://ws/refuse", nil)
+	req.Header.Set("Connection", "Upgrade")
+	req.Header.Set("Upgrade", "echo")
+	resp2, err := c2.Do(req)
+	if err != nil || resp2.StatusCode != http.StatusForbidden {
+		t.Fatalf("refused upgrade: %v %v", resp2, err)
+	}
+	body, _ := io.ReadAll(resp2.Body)
+	resp2.Body.Close()
+	if string(body) != "no" {
+		t.Fatalf("refusal body %q", body)
+	}
+
+	// An idle tunnel is cut.
+	conn3, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn3.Close()
+	conn3.SetDeadline(time.Now().Add(10 * time.Second))
+	fmt.Fprint(conn3, "GET / HTTP/1.1\r\nHost: ws\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
+	br3 := bufio.NewReader(conn3)
+	if resp, err := http.ReadResponse(br3, nil); err != nil || resp.StatusCode != 101 {
+		t.Fatalf("handshake: %v %v", resp, err)
+	}
+	start := time.Now()
+	io.ReadAll(br3)
+	if d := time.Since(start); d < 300*time.Millisecond || d > 3*time.Second {
+		t.Fatalf("idle tunnel ended after %v, want about 400ms", d)
+	}
+}

@@ -1,0 +1,160 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"net/http"
+	"net/textproto"
+	"strings"
+	"time"
+
+	"golang.org/x/net/http/httpguts"
+)
+
+// isUpgrade reports an HTTP/1.1 protocol upgrade request (WebSocket and
+// others): Connection names "upgrade" and Upgrade says to what.
+func isUpgrade(r *http.Request) bool {
+	return r.ProtoMajor == 1 && r.Header.Get("Upgrade") != "" &&
+		httpguts.HeaderValuesContainsToken(r.Header["Connection"], "upgrade")
+}
+
+// upgradeHopHeaders are removed from an upgrade request on its way; the
+// Connection and Upgrade headers themselves are sent again as they must.
+var upgradeHopHeaders = []string{"Keep-Alive", "Proxy-Connection", "Proxy-Authenticate", "Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding"}
+
+// serveUpgrade forwards an upgrade request on a connection of its own.
+// After the upstream's 101 Switching Protocols, the client's and the
+// upstream's connections are joined as an opaque tunnel, with half-close
+// both ways and the stream idle timeout. Any other answer is passed back
+// as an ordinary response.
+func (p *Proxy) serveUpgrade(w http.ResponseWriter, r *http.Request, rt *route) {
+	pol := rt.policy(p)
+	ctx := r.Context()
+	if pol.RequestTimeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, pol.RequestTimeout)
+		defer cancel()
+	}
+	target := rt.target
+	up, err := p.dialRoute(ctx, rt)
+	if err != nil {
+		p.localReply(w, r, rt, localReplyFor(err), err.Error())
+		return
+	}
+	if a := up.RemoteAddr(); a != nil {
+		target = a.String()
+	}
+	rt.attempts, rt.endpoint = 1, target
+
+	out := r.Clone(ctx)
+	out.RequestURI = ""
+	out.URL.Scheme, out.URL.Host = "", ""
+	out.URL.Opaque = ""
+	out.Host = r.Host
+	if out.URL.Path == "" {
+		out.URL.Path = "/"
+	}
+	for _, f := range r.Header["Connection"] {
+		for _, name := range strings.Split(f, ",") {
+			if name = textproto.TrimString(name); !strings.EqualFold(name, "upgrade") {
+				out.Header.Del(name)
+			}
+		}
+	}
+	for _, h := range upgradeHopHeaders {
+		out.Header.Del(h)
+	}
+	out.Header.Set("Connection", "Upgrade")
+	out.Header.Set(HeaderAttempt, "1")
+
+	// The handshake is bounded by the request timeout; the tunnel then
+	// lives by the stream idle timeout.
+	if d, ok := ctx.Deadline(); ok {
+		_ = up.SetDeadline(d)
+	}
+	if err := out.Write(up); err != nil {
+		_ = up.Close()
+		p.localReply(w, r, rt, replyReset, err.Error())
+		return
+	}
+	ubr := bufio.NewReader(up)
+	resp, err := http.ReadResponse(ubr, out)
+	if err != nil {
+		_ = up.Close()
+		lr := replyReset
+		if ctx.Err() != nil {
+			lr = replyTimeout
+		}
+		p.localReply(w, r, rt, lr, err.Error())
+		return
+	}
+	_ = up.SetDeadline(time.Time{})
+	if resp.StatusCode != http.StatusSwitchingProtocols {
+		defer up.Close()
+		defer resp.Body.Close()
+		for k, v := range resp.Header {
+			w.Header()[k] = v
+		}
+		w.WriteHeader(resp.StatusCode)
+		buf := copyBufs.Get().(*[]byte)
+		defer copyBufs.Put(buf)
+		_, _ = copyBuffer(w, resp.Body, *buf)
+		return
+	}
+	if rw, ok := w.(*responseWriter); ok {
+		rw.code, rw.headersAt = http.StatusSwitchingProtocols, time.Now() // for the access log and metrics
+	}
+	cc, brw, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		_ = up.Close()
+		return
+	}
+	c, ok := cc.(*conn)
+	if !ok {
+		_ = cc.Close()
+		_ = up.Close()
+		return
+	}
+	// The 101 goes back as the upstream sent it, then whatever the
+	// upstream already sent after it.
+	if err := resp.Write(c.tcp); err != nil {
+		_ = c.Close()
+		_ = up.Close()
+		return
+	}
+	if n := ubr.Buffered(); n > 0 {
+		early, _ := ubr.Peek(n)
+		if _, err := c.tcp.Write(early); err != nil {
+			_ = c.Close()
+			_ = up.Close()
+			return
+		}
+	}
+	var pre []byte
+	if n := brw.Reader.Buffered(); n > 0 {
+		b, _ := brw.Reader.Peek(n)
+		pre = append(pre, b...)
+	}
+	pre = append(pre, c.pending...)
+	c.pending = nil
+	p.pipe(c, up, pre, pol.StreamIdleTimeout, rt.key)
+}
+
+// copyBuffer copies a response body to the client, flushing as it goes.
+func copyBuffer(w http.ResponseWriter, body interface{ Read([]byte) (int, error) }, buf []byte) (int64, error) {
+	rc := http.NewResponseController(w)
+	var total int64
+	for {
+		n, err := body.Read(buf)
+		if n > 0 {
+			if _, werr := w.Write(buf[:n]); werr != nil {
+				return total, werr
+			}
+			total += int64(n)
+			_ = rc.Flush()
+		}
+		if err != nil {
+			return total, nil
+		}
+	}
+}
