@@ -34,10 +34,11 @@ func main() {
 	meshd := flag.String("meshd", "bin/meshd", "path of the meshd binary")
 	phase := flag.Duration("duration", 10*time.Second, "how long each of the two load phases runs")
 	workers := flag.Int("workers", 8, "concurrent clients")
+	consul := flag.String("consul", "", "path of a Consul agent binary: discover the instances through it instead of static endpoints")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, *meshd, *phase, *workers); err != nil {
+	if err := run(ctx, *meshd, *consul, *phase, *workers); err != nil {
 		fmt.Fprintln(os.Stderr, "\ndemo:", err)
 		os.Exit(1)
 	}
@@ -50,7 +51,7 @@ type behaviour struct {
 	delay    time.Duration // added to every answer
 }
 
-func run(ctx context.Context, meshdBin string, phase time.Duration, workers int) error {
+func run(ctx context.Context, meshdBin, consulBin string, phase time.Duration, workers int) error {
 	instances := []behaviour{
 		{name: "payments-1"},
 		{name: "payments-2", failRate: 0.3},
@@ -72,7 +73,22 @@ func run(ctx context.Context, meshdBin string, phase time.Duration, workers int)
 	fmt.Printf("  %s  %s  fails 30%% of requests with 503\n", instances[1].name, addrs[1])
 	fmt.Printf("  %s  %s  answers after 400 ms\n\n", instances[2].name, addrs[2])
 
-	m, err := startMeshd(meshdBin, addrs)
+	discovery := "MESHD_STATIC_ENDPOINTS=payments=" + strings.Join(addrs, ",")
+	if consulBin != "" {
+		agent, err := startConsul(ctx, consulBin)
+		if err != nil {
+			return err
+		}
+		defer agent.stop()
+		for i, a := range addrs {
+			if err := agent.register(instances[i].name, a); err != nil {
+				return err
+			}
+		}
+		fmt.Printf("Consul dev agent (pid %d) on %s: the three instances registered as \"payments\"\n\n", agent.cmd.Process.Pid, agent.addr)
+		discovery = "CONSUL_HTTP_ADDR=" + agent.addr
+	}
+	m, err := startMeshd(meshdBin, discovery)
 	if err != nil {
 		return err
 	}
@@ -240,7 +256,7 @@ type meshd struct {
 	log                     []string
 }
 
-func startMeshd(bin string, addrs []string) (*meshd, error) {
+func startMeshd(bin, discovery string) (*meshd, error) {
 	ports, err := freePorts(4)
 	if err != nil {
 		return nil, err
@@ -250,7 +266,7 @@ func startMeshd(bin string, addrs []string) (*meshd, error) {
 	m.cmd.Env = append(os.Environ(),
 		"MESHD_OUTBOUND_ADDR="+ports[0], "MESHD_INBOUND_ADDR="+ports[1],
 		"MESHD_ADMIN_ADDR="+ports[2], "MESHD_HEALTH_ADDR="+ports[3],
-		"MESHD_STATIC_ENDPOINTS=payments="+strings.Join(addrs, ","),
+		discovery,
 		"MESHD_PER_TRY_TIMEOUT=150ms",
 	)
 	stderr, err := m.cmd.StderrPipe()
@@ -345,6 +361,70 @@ func (m *meshd) figures() (figures, error) {
 		}
 	}
 	return f, sc.Err()
+}
+
+// consulAgent is a dev-mode Consul agent on loopback.
+type consulAgent struct {
+	cmd    *exec.Cmd
+	addr   string
+	exited chan error
+}
+
+func startConsul(ctx context.Context, bin string) (*consulAgent, error) {
+	ports, err := freePorts(4)
+	if err != nil {
+		return nil, err
+	}
+	port := func(i int) string { _, p, _ := net.SplitHostPort(ports[i]); return p }
+	a := &consulAgent{addr: ports[0], exited: make(chan error, 1)}
+	a.cmd = exec.Command(bin, "agent", "-dev", "-bind", "127.0.0.1", "-client", "127.0.0.1",
+		"-http-port", port(0), "-serf-lan-port", port(1), "-serf-wan-port", port(2), "-server-port", port(3),
+		"-dns-port", "-1", "-grpc-port", "-1", "-grpc-tls-port", "-1", "-log-level", "error")
+	if err := a.cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start consul (run `make consul` first?): %w", err)
+	}
+	go func() { a.exited <- a.cmd.Wait() }()
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		if resp, err := http.Get("http://" + a.addr + "/v1/status/leader"); err == nil {
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if len(b) > 4 {
+				return a, nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			a.stop()
+			return nil, ctx.Err()
+		case err := <-a.exited:
+			return nil, fmt.Errorf("consul exited: %v", err)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	a.stop()
+	return nil, errors.New("consul has no leader after 30 s")
+}
+
+// register adds one instance of payments.
+func (a *consulAgent) register(id, addr string) error {
+	host, port, _ := net.SplitHostPort(addr)
+	body := fmt.Sprintf(`{"ID":%q,"Name":"payments","Address":%q,"Port":%s}`, id, host, port)
+	req, _ := http.NewRequest(http.MethodPut, "http://"+a.addr+"/v1/agent/service/register", strings.NewReader(body))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("register %s: %s", id, resp.Status)
+	}
+	return nil
+}
+
+func (a *consulAgent) stop() {
+	_ = a.cmd.Process.Kill()
+	<-a.exited
 }
 
 func freePorts(n int) ([]string, error) {
