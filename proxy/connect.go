@@ -3,8 +3,10 @@ package proxy
 import (
 	"context"
 	"errors"
+	"io"
 	"net"
 	"net/http"
+	"time"
 
 	"go.uber.org/zap"
 
@@ -27,15 +29,21 @@ func (p *Proxy) serveConnect(w http.ResponseWriter, r *http.Request, info *connI
 		p.localReply(w, r, rt, localReplyFor(err), err.Error())
 		return
 	}
-	hj, ok := w.(http.Hijacker)
-	if !ok {
-		_ = up.Close()
-		writeLocalReply(w, replyReset, "connection cannot be taken over")
-		return
-	}
-	cc, brw, err := hj.Hijack()
+	p.tunnel(w, up, func(c io.Writer) error {
+		_, err := io.WriteString(c, "HTTP/1.1 200 Connection established\r\n\r\n")
+		return err
+	}, rt.policy(p).TCPIdleTimeout, rt.key)
+}
+
+// tunnel takes the client's connection over from the HTTP server, writes
+// head to it (the answer that opens the tunnel), and joins it with up as
+// an opaque tunnel. Whatever the client sent after its request, and the
+// server already read, goes upstream first.
+func (p *Proxy) tunnel(w http.ResponseWriter, up net.Conn, head func(io.Writer) error, idle time.Duration, key string) {
+	cc, brw, err := http.NewResponseController(w).Hijack()
 	if err != nil {
 		_ = up.Close()
+		p.localReply(w, nil, nil, replyReset, "connection cannot be taken over")
 		return
 	}
 	c, ok := cc.(*conn)
@@ -44,21 +52,19 @@ func (p *Proxy) serveConnect(w http.ResponseWriter, r *http.Request, info *connI
 		_ = up.Close()
 		return
 	}
-	if _, err := c.tcp.Write([]byte("HTTP/1.1 200 Connection established\r\n\r\n")); err != nil {
+	if err := head(c.tcp); err != nil {
 		_ = c.Close()
 		_ = up.Close()
 		return
 	}
-	// Whatever the client sent after the CONNECT request and the server
-	// already read goes first.
 	var pre []byte
 	if n := brw.Reader.Buffered(); n > 0 {
-		pre, _ = brw.Reader.Peek(n)
-		pre = append([]byte(nil), pre...)
+		b, _ := brw.Reader.Peek(n)
+		pre = append(pre, b...)
 	}
 	pre = append(pre, c.pending...)
 	c.pending = nil
-	p.pipe(c, up, pre, rt.policy(p).TCPIdleTimeout, rt.key)
+	p.pipe(c, up, pre, idle, key)
 }
 
 func (p *Proxy) connectRoute(r *http.Request, info *connInfo) (*route, error) {

@@ -3,6 +3,7 @@ package proxy
 import (
 	"bufio"
 	"context"
+	"io"
 	"net/http"
 	"net/textproto"
 	"strings"
@@ -104,40 +105,20 @@ func (p *Proxy) serveUpgrade(w http.ResponseWriter, r *http.Request, rt *route) 
 	if rw, ok := w.(*responseWriter); ok {
 		rw.code, rw.headersAt = http.StatusSwitchingProtocols, time.Now() // for the access log and metrics
 	}
-	cc, brw, err := http.NewResponseController(w).Hijack()
-	if err != nil {
-		_ = up.Close()
-		return
-	}
-	c, ok := cc.(*conn)
-	if !ok {
-		_ = cc.Close()
-		_ = up.Close()
-		return
-	}
 	// The 101 goes back as the upstream sent it, then whatever the
 	// upstream already sent after it.
-	if err := resp.Write(c.tcp); err != nil {
-		_ = c.Close()
-		_ = up.Close()
-		return
-	}
-	if n := ubr.Buffered(); n > 0 {
-		early, _ := ubr.Peek(n)
-		if _, err := c.tcp.Write(early); err != nil {
-			_ = c.Close()
-			_ = up.Close()
-			return
+	p.tunnel(w, up, func(c io.Writer) error {
+		if err := resp.Write(c); err != nil {
+			return err
 		}
-	}
-	var pre []byte
-	if n := brw.Reader.Buffered(); n > 0 {
-		b, _ := brw.Reader.Peek(n)
-		pre = append(pre, b...)
-	}
-	pre = append(pre, c.pending...)
-	c.pending = nil
-	p.pipe(c, up, pre, pol.StreamIdleTimeout, rt.key)
+		if n := ubr.Buffered(); n > 0 {
+			early, _ := ubr.Peek(n)
+			if _, err := c.Write(early); err != nil {
+				return err
+			}
+		}
+		return nil
+	}, pol.StreamIdleTimeout, rt.key)
 }
 
 // copyBuffer copies a response body to the client, flushing as it goes.
