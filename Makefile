@@ -12,7 +12,7 @@ IMAGE       ?= meshd:$(VERSION)
 CONSUL_BIN  := $(CURDIR)/bin/consul
 export MESHD_CONSUL_BIN := $(CONSUL_BIN)
 
-.PHONY: all build test test-short lint demo bench fuzz consul docker docs clean
+.PHONY: all build test test-short lint demo demo-consul bench bench-micro fuzz consul docker docs clean
 
 # Fuzz targets, as package:Target; `make fuzz` runs each for FUZZTIME.
 FUZZTIME ?= 30s
@@ -41,9 +41,26 @@ lint:
 demo: build
 	$(GO) run ./examples/demo -meshd bin/meshd
 
-## bench: micro-benchmarks of the hot path
+## demo-consul: the same demo with the instances discovered through the pinned Consul agent
+demo-consul: build consul
+	$(GO) run ./examples/demo -meshd bin/meshd -consul $(CONSUL_BIN)
+
+## bench: the performance harness (bench/README.md): fortio load straight, through meshd
+## (one and two hops), HAProxy and nginx, on loopback; results in bench/results/<date>/.
+## BENCHFLAGS=-quick checks the harness in under a minute. Builds bin/fortio from
+## tools/fortio (pinned) only when it is missing or older than tools/fortio/go.mod.
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem ./...
+	@$(MAKE) --no-print-directory build
+	@if [ ! -x bin/fortio ] || [ tools/fortio/go.mod -nt bin/fortio ] || [ tools/fortio/go.sum -nt bin/fortio ]; then \
+	  mkdir -p bin && echo "building bin/fortio (tools/fortio)" && \
+	  (cd tools/fortio && CGO_ENABLED=0 GOFLAGS=-buildvcs=false $(GO) build -trimpath -o $(CURDIR)/bin/fortio fortio.org/fortio) && \
+	  touch bin/fortio; \
+	fi
+	$(GO) run ./bench $(BENCHFLAGS)
+
+## bench-micro: the Go micro-benchmarks of the hot path (detection, parsing, balancer, resilience bookkeeping)
+bench-micro:
+	$(GO) test -run '^$$' -bench . -benchmem ./proxy/... ./resilience/...
 
 ## fuzz: run every fuzz target for FUZZTIME (crashers land in testdata/fuzz and become regression tests)
 fuzz:
