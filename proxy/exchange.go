@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"strconv"
@@ -144,6 +145,21 @@ func (x *exchange) run() (*http.Response, error) {
 			return x.fail(ErrNoHealthyUpstream)
 		}
 		resp, tryTimedOut, tryCancel, err := x.attempt(attempt, ep, target)
+		if err != nil {
+			if cerr := x.body.clientErr(); cerr != nil {
+				// The client's own body broke the attempt (malformed chunked
+				// encoding, a reset mid-upload): nothing to blame on the
+				// endpoint or the service, and nothing to retry.
+				if ep != nil {
+					ep.Release()
+					if begun {
+						x.u.ejector.Done(ep.Addr, false)
+					}
+				}
+				tryCancel()
+				return x.clientFailed(cerr)
+			}
+		}
 		outcome := classify(resp, err, tryTimedOut || x.timedOut.Load(), x.grpc)
 		final := err == nil && !outcome.Failure && outcome.Cond == 0 && !pol.RetryOn.RetriesStatus(resp.StatusCode)
 		// A gRPC answer without grpc-status in its headers carries its
@@ -374,6 +390,19 @@ func (x *exchange) ctxErr() error {
 	return x.req.Context().Err()
 }
 
+// errBadRequestBody is the client's request body being malformed.
+var errBadRequestBody = errors.New("malformed request body")
+
+// clientFailed ends the exchange on the client's own fault: the breaker
+// ignores it and the client is answered 400.
+func (x *exchange) clientFailed(err error) (*http.Response, error) {
+	x.stopRequestTimer()
+	x.breakerDone(resilience.Ignore)
+	x.u.limiter.Release()
+	x.cancel()
+	return nil, fmt.Errorf("%w: %v", errBadRequestBody, err)
+}
+
 // fail ends the exchange without a response.
 func (x *exchange) fail(err error) (*http.Response, error) {
 	x.stopRequestTimer()
@@ -597,6 +626,17 @@ type replayBody struct {
 	overflow bool
 	gen      int
 	activity *activity // touched when bytes come from the client; may be nil
+	srcErr   error     // the client's body failed (malformed chunking, reset): its fault, not the upstream's
+}
+
+// clientErr returns the error the client's body failed with, if it did.
+func (b *replayBody) clientErr() error {
+	if b == nil {
+		return nil
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.srcErr
 }
 
 func newReplayBody(src io.ReadCloser, max int64) *replayBody {
@@ -694,6 +734,8 @@ func (a *attemptBody) Read(p []byte) (int, error) {
 	}
 	if errors.Is(err, io.EOF) && !b.eof {
 		b.eof, b.eofAt = true, time.Now()
+	} else if err != nil && !errors.Is(err, io.EOF) && b.srcErr == nil {
+		b.srcErr = err
 	}
 	b.mu.Unlock()
 	if n > 0 && b.activity != nil {

@@ -53,6 +53,7 @@ var (
 	replyLoop           = localReply{http.StatusBadRequest, "loop", grpcUnavailable}
 	replyCircuitOpen    = localReply{http.StatusServiceUnavailable, "circuit-open", grpcUnavailable}
 	replyOverloaded     = localReply{http.StatusServiceUnavailable, "overloaded", grpcUnavailable}
+	replyBadRequest     = localReply{http.StatusBadRequest, "bad-request", grpcUnavailable}
 )
 
 // localReplyFor classifies an upstream error.
@@ -68,6 +69,8 @@ func localReplyFor(err error) localReply {
 		return replyOverloaded
 	case errors.Is(err, errTimeout):
 		return replyTimeout
+	case errors.Is(err, errBadRequestBody):
+		return replyBadRequest
 	case errors.Is(err, ErrLoop):
 		return replyLoop
 	case errors.As(err, &de):

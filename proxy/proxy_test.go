@@ -723,3 +723,33 @@ func TestUpgradeTunnel(t *testing.T) {
 		t.Fatalf("idle tunnel ended after %v, want about 400ms", d)
 	}
 }
+
+// TestMalformedClientBodyIsNotTheUpstreamsFault: a client whose chunked
+// body is malformed gets 400, and however often it happens the service's
+// breaker stays closed for everyone else.
+func TestMalformedClientBodyIsNotTheUpstreamsFault(t *testing.T) {
+	in := newInstance(t, "a", func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		fmt.Fprint(w, "a")
+	})
+	px, addr := testProxy(t, map[string][]string{"svc": {in.addr()}}, nil)
+	for i := 0; i < 8; i++ {
+		conn, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conn.SetDeadline(time.Now().Add(5 * time.Second))
+		fmt.Fprint(conn, "POST / HTTP/1.1\r\nHost: svc\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nzz\r\n")
+		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+		conn.Close()
+		if err != nil || resp.StatusCode != http.StatusBadRequest {
+			t.Fatalf("malformed body %d: %v %v", i, resp, err)
+		}
+	}
+	if st := px.Breakers().Upstreams["svc"].State.String(); st != "closed" {
+		t.Fatalf("breaker %s after malformed client bodies", st)
+	}
+	if resp, body := get(t, proxyClient(addr), "http://svc/", nil); resp.StatusCode != 200 || body != "a" {
+		t.Fatalf("good request after them: %d %q", resp.StatusCode, body)
+	}
+}
