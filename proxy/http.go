@@ -177,6 +177,14 @@ func (p *Proxy) serveHTTP(s *httpSide, w http.ResponseWriter, r *http.Request) {
 	if info == nil {
 		info = &connInfo{}
 	}
+	if r.ProtoMajor == 1 && len(r.TransferEncoding) > 0 {
+		// net/http drops a Content-Length sent alongside Transfer-Encoding
+		// without telling; RFC 9112 §6.1 then asks the connection to be
+		// closed after the answer, so that bytes a sender framed otherwise
+		// can never be read as a request of their own. meshd closes after
+		// every chunked HTTP/1 request: they are rare, and it cannot tell.
+		w.Header().Set("Connection", "close")
+	}
 	if n := headerCount(r.Header); n > p.cfg.MaxHeaderCount {
 		p.limitHit("header-count", zap.Int("headers", n), zap.String("authority", r.Host))
 		w.Header().Set("Connection", "close")
