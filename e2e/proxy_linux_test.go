@@ -154,7 +154,14 @@ func serveHTTP(t *testing.T, pod *netnstest.Pod, addr string, h http.Handler) {
 // and the handlers waited for.
 func serveTCP(t *testing.T, pod *netnstest.Pod, addr string, handle func(*net.TCPConn)) {
 	t.Helper()
-	ln := listen(t, pod, addr)
+	serveListener(t, listen(t, pod, addr), handle)
+}
+
+// serveListener runs handle for every connection accepted on ln; at the
+// end of the test ln and the open connections are closed and the handlers
+// waited for.
+func serveListener(t *testing.T, ln net.Listener, handle func(*net.TCPConn)) {
+	t.Helper()
 	var (
 		mu    sync.Mutex
 		conns = map[net.Conn]struct{}{}
