@@ -82,10 +82,24 @@ type pipe struct {
 	last             atomic.Int64  // unix nanoseconds of the last progress seen either way
 	counted          atomic.Uint64 // the client socket's byte counters when last seen
 	aborted          sync.Once
-	err              error // the first error, set once by abort
+	idleMu           sync.Mutex // both directions' idle decisions, one at a time
+	err              error      // the first error, set once by abort
 }
 
 func (p *pipe) touch() { p.last.Store(time.Now().UnixNano()) }
+
+// active decides, when a direction's deadline passed, whether the pipe
+// moved within the idle timeout. The two directions decide one at a time:
+// the socket counters are read-and-reset, so a direction must see the
+// progress the other one just found.
+func (p *pipe) active() bool {
+	p.idleMu.Lock()
+	defer p.idleMu.Unlock()
+	if p.moved() {
+		p.touch()
+	}
+	return time.Since(time.Unix(0, p.last.Load())) < p.idle
+}
 
 // abort ends both directions now; the client sees a reset rather than a
 // clean end of stream, since something went wrong.
@@ -148,10 +162,7 @@ func (p *pipe) copy(dst, src net.Conn) (int64, error) {
 			// The deadline counts from the last progress either way: the
 			// other direction may have moved meanwhile, even if its copy
 			// has not returned yet.
-			if p.moved() {
-				p.touch()
-			}
-			if time.Since(time.Unix(0, p.last.Load())) < p.idle {
+			if p.active() {
 				continue
 			}
 			return total, ErrIdle

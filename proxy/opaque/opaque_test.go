@@ -127,7 +127,7 @@ func TestIdleTimeoutClosesBoth(t *testing.T) {
 }
 
 func TestActivityOneWayKeepsPipeAlive(t *testing.T) {
-	app, server, done := runPipe(t, nil, 300*time.Millisecond)
+	app, server, done := runPipe(t, nil, 600*time.Millisecond)
 	// Only the server talks, every 100ms for 1s: the app's silent direction
 	// must not time out.
 	go func() {
