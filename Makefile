@@ -87,3 +87,10 @@ docs:
 
 clean:
 	rm -rf bin/meshd
+
+## soak: the soak and chaos test (e2e/soak_linux_test.go) for SOAK (10m): constant load through
+## meshd while instances and Consul are killed and restarted; needs root and bin/consul
+SOAK ?= 10m
+.PHONY: soak
+soak: consul
+	MESHD_SOAK=$(SOAK) MESHD_E2E=require $(GO) test -race -count=1 -timeout 40m -run '^TestSoakChaos$$' -v ./e2e/

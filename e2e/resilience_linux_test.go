@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bufio"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -988,5 +989,125 @@ func TestBreakerOpaqueTCP(t *testing.T) {
 	}
 	if u := upstreamBreaker(t, admin, "db"); u.State != "open" {
 		t.Errorf("db breaker %q after the refused connections, want open", u.State)
+	}
+}
+
+// TestCutResponse: an upstream closes its connection half way through a
+// response body. A body within MESHD_RETRY_BODY_MAX is read whole before
+// meshd answers, so the cut is a failed attempt: retried when the request
+// allows (the client gets the whole body of the next attempt) and
+// answered 502 reset when no attempt is left. A larger body is streamed,
+// so its cut reaches the client as a cut. Every request is counted in
+// meshd_requests_total and access-logged either way.
+func TestCutResponse(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var hits sync.Map // path → *atomic.Int64
+	srv := &http.Server{ReadHeaderTimeout: 5 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		v, _ := hits.LoadOrStore(r.URL.Path, new(atomic.Int64))
+		n := v.(*atomic.Int64).Add(1)
+		size := 2 << 10
+		if strings.HasSuffix(r.URL.Path, "-big") {
+			size = 128 << 10 // over MESHD_RETRY_BODY_MAX
+		}
+		w.Header().Set("Content-Length", strconv.Itoa(size))
+		w.WriteHeader(http.StatusOK)
+		if strings.HasPrefix(r.URL.Path, "/once") && n > 1 {
+			_, _ = io.WriteString(w, strings.Repeat("w", size))
+			return
+		}
+		_, _ = io.WriteString(w, strings.Repeat("c", size/2))
+		_ = http.NewResponseController(w).Flush()
+		panic(http.ErrAbortHandler) // closes the connection mid-body
+	})}
+	done := make(chan struct{})
+	go func() { _ = srv.Serve(ln); close(done) }()
+	t.Cleanup(func() { srv.Close(); <-done })
+	m := startLoopbackMeshd(t, "MESHD_STATIC_ENDPOINTS=cut="+ln.Addr().String(), "MESHD_ACCESS_LOG=true",
+		"MESHD_RETRY_BACKOFF_BASE=1ms")
+	m.ready(t, http.StatusOK, 15*time.Second)
+
+	cases := []struct {
+		path     string
+		status   int    // 0: the client gets no whole answer
+		meshdErr string // x-meshd-error
+		body     int    // whole body bytes, for status 200
+		hits     int64  // attempts that reached the upstream
+		cut      bool   // the access log says the answer was cut
+	}{
+		{path: "/once", status: http.StatusOK, body: 2 << 10, hits: 2},
+		{path: "/always", status: http.StatusBadGateway, meshdErr: "reset", hits: 3},
+		{path: "/always-big", status: 0, hits: 1, cut: true},
+	}
+	for _, tc := range cases {
+		c, err := net.DialTimeout("tcp", m.outbound, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+		_, _ = fmt.Fprintf(c, "GET http://cut%s HTTP/1.1\r\nHost: cut\r\nConnection: close\r\n\r\n", tc.path)
+		got, rerr := io.ReadAll(c)
+		c.Close()
+		head, body, _ := strings.Cut(string(got), "\r\n\r\n")
+		t.Logf("%s: the client got %q and %d body bytes, then %v", tc.path, firstLine(head), len(body), rerr)
+		resp, perr := http.ReadResponse(bufio.NewReader(strings.NewReader(string(got))), nil)
+		whole := perr == nil
+		var b []byte
+		if whole {
+			b, perr = io.ReadAll(resp.Body)
+			whole = perr == nil
+		}
+		switch {
+		case tc.status == 0 && whole:
+			t.Errorf("%s: a whole answer %d with %d body bytes, want the cut passed on", tc.path, resp.StatusCode, len(b))
+		case tc.status != 0 && !whole:
+			t.Errorf("%s: no whole answer (%v), want %d", tc.path, perr, tc.status)
+		case tc.status != 0 && (resp.StatusCode != tc.status || resp.Header.Get("X-Meshd-Error") != tc.meshdErr):
+			t.Errorf("%s: %d x-meshd-error %q, want %d %q", tc.path, resp.StatusCode, resp.Header.Get("X-Meshd-Error"), tc.status, tc.meshdErr)
+		case tc.status == http.StatusOK && len(b) != tc.body:
+			t.Errorf("%s: %d body bytes, want %d", tc.path, len(b), tc.body)
+		}
+		if v, _ := hits.Load(tc.path); v == nil || v.(*atomic.Int64).Load() != tc.hits {
+			t.Errorf("%s: the upstream saw %v attempts, want %d", tc.path, v, tc.hits)
+		}
+	}
+
+	// The access log line is written when the request's handling ends.
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		var missing []string
+		out := m.output()
+		metrics, err := adminGet(m.admin, "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		counted := 0
+		for _, l := range strings.Split(metrics, "\n") {
+			if strings.HasPrefix(l, "meshd_requests_total{") && strings.Contains(l, `upstream="cut"`) {
+				var v int
+				_, _ = fmt.Sscan(l[strings.LastIndexByte(l, ' ')+1:], &v)
+				counted += v
+			}
+		}
+		if counted != len(cases) {
+			missing = append(missing, fmt.Sprintf("%d requests in meshd_requests_total, want %d", counted, len(cases)))
+		}
+		for _, tc := range cases {
+			if !strings.Contains(out, fmt.Sprintf(`"path":%q`, tc.path)) {
+				missing = append(missing, "no access log line for "+tc.path)
+			} else if tc.cut && !strings.Contains(out, `"cut":true`) {
+				missing = append(missing, "the access log line of "+tc.path+" does not say cut")
+			}
+		}
+		if len(missing) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after the cut responses: %s", strings.Join(missing, "; "))
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }

@@ -301,10 +301,89 @@ func (x *exchange) attempt(n int, ep *balance.Endpoint, target string) (resp *ht
 		ep.Acquire()
 	}
 	resp, err = x.p.transportFor(out).RoundTrip(out)
+	if err == nil && x.saveable(resp) {
+		if berr := readWhole(resp); berr != nil {
+			resp, err = nil, fmt.Errorf("%w: %w", errCutResponse, berr)
+		}
+	}
 	if tryTimer != nil {
 		tryTimer.Stop()
 	}
 	return resp, fired.Load(), cancel, err
+}
+
+// errCutResponse is an upstream ending a response before its body was
+// whole.
+var errCutResponse = errors.New("upstream cut the response mid-body")
+
+// saveable reports whether meshd reads attempt n's response body whole
+// before it answers: a body of known length up to the retry body limit
+// (not gRPC, whose streams must flow). A response cut mid-body is then a
+// failed attempt, a reset, retried like one when the request allows, and
+// answered 502 when it does not, instead of a truncated answer the client
+// may take for whole.
+func (x *exchange) saveable(resp *http.Response) bool {
+	return !x.grpc && resp.ContentLength > 0 && resp.ContentLength <= int64(x.pol.RetryBodyMax) &&
+		x.req.Method != http.MethodHead && resp.StatusCode >= 200 && resp.StatusCode != http.StatusSwitchingProtocols
+}
+
+// readWhole reads a response body of known length into memory (a pooled
+// buffer when it fits) and releases the upstream connection. On error the
+// body is closed and the response must be dropped.
+func readWhole(resp *http.Response) error {
+	n := int(resp.ContentLength)
+	var pooled *[]byte
+	var buf []byte
+	if n <= 32<<10 {
+		pooled = copyBufs.Get().(*[]byte)
+		buf = (*pooled)[:n]
+	} else {
+		buf = make([]byte, n)
+	}
+	_, err := io.ReadFull(resp.Body, buf)
+	_ = resp.Body.Close()
+	if err != nil {
+		if pooled != nil {
+			copyBufs.Put(pooled)
+		}
+		return err
+	}
+	resp.Body = &wholeBody{buf: buf, pooled: pooled}
+	return nil
+}
+
+// wholeBody is a response body held in memory.
+type wholeBody struct {
+	buf    []byte
+	off    int
+	pooled *[]byte
+}
+
+func (b *wholeBody) Read(p []byte) (int, error) {
+	if b.off >= len(b.buf) {
+		return 0, io.EOF
+	}
+	n := copy(p, b.buf[b.off:])
+	b.off += n
+	return n, nil
+}
+
+// WriteTo lets io.Copy hand the whole body to the client in one write.
+func (b *wholeBody) WriteTo(w io.Writer) (int64, error) {
+	if b.off >= len(b.buf) {
+		return 0, nil
+	}
+	n, err := w.Write(b.buf[b.off:])
+	b.off += n
+	return int64(n), err
+}
+
+func (b *wholeBody) Close() error {
+	if b.pooled != nil {
+		copyBufs.Put(b.pooled)
+		b.pooled, b.buf = nil, nil
+	}
+	return nil
 }
 
 // classify turns an attempt's result into an outcome for breakers and

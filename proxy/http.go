@@ -197,7 +197,20 @@ func (p *Proxy) serveHTTP(s *httpSide, w http.ResponseWriter, r *http.Request) {
 	}
 	start := time.Now()
 	lw := &responseWriter{ResponseWriter: w}
-	rt, err := p.routeHTTP(r, info)
+	var rt *route
+	defer func() {
+		if v := recover(); v != nil {
+			// ReverseProxy aborts when the upstream's body breaks after the
+			// headers went out: the client's connection is cut, and the
+			// request is still one to count.
+			if v == http.ErrAbortHandler {
+				p.account(s, r, rt, lw, start, true)
+			}
+			panic(v)
+		}
+	}()
+	var err error
+	rt, err = p.routeHTTP(r, info)
 	if err != nil {
 		p.localReply(lw, r, nil, localReplyFor(err), err.Error())
 	} else {
@@ -210,8 +223,17 @@ func (p *Proxy) serveHTTP(s *httpSide, w http.ResponseWriter, r *http.Request) {
 			s.rp.ServeHTTP(lw, r.WithContext(context.WithValue(r.Context(), routeKey, rt)))
 		}
 	}
+	p.account(s, r, rt, lw, start, false)
+}
+
+// account counts a finished request in the metrics and the access log.
+// aborted says its response was cut after it began.
+func (p *Proxy) account(s *httpSide, r *http.Request, rt *route, lw *responseWriter, start time.Time, aborted bool) {
 	code := lw.code
-	if code == 0 {
+	switch {
+	case code == 0 && aborted:
+		code = http.StatusBadGateway // the upstream broke off before anything reached the client
+	case code == 0:
 		code = 499 // the client went away before an answer
 	}
 	label := p.label(rt, s.name)
@@ -233,7 +255,8 @@ func (p *Proxy) serveHTTP(s *httpSide, w http.ResponseWriter, r *http.Request) {
 			zap.String("authority", r.Host), zap.String("path", r.URL.Path), zap.Int("code", code),
 			zap.Duration("duration", time.Since(start)), zap.String("upstream", key),
 			zap.Int("attempts", attempts), zap.String("endpoint", endpoint),
-			zap.String("x_meshd_error", lw.Header().Get(HeaderError)), zap.String("request_id", r.Header.Get(HeaderRequestID)))
+			zap.String("x_meshd_error", lw.Header().Get(HeaderError)), zap.Bool("cut", aborted),
+			zap.String("request_id", r.Header.Get(HeaderRequestID)))
 	}
 }
 
