@@ -5,7 +5,7 @@
 # (`meshd iptables apply`, run as root with NET_ADMIN and NET_RAW) and the
 # sidecar (`meshd run`, uid 1337 by default).
 
-FROM golang:1.26-bookworm AS build
+FROM golang:1.27.3-bookworm AS build
 WORKDIR /src
 COPY go.mod go.sum ./
 RUN go mod download

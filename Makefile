@@ -2,17 +2,24 @@
 # two commands the README starts with; both work on a fresh machine.
 
 GO          ?= go
+# The Go release meshd is built and tested with: the go command fetches it
+# from the Go module proxy on first use. 1.26.8 and earlier carry net/http
+# vulnerabilities that `make lint` (govulncheck) reports.
+export GOTOOLCHAIN := go1.27.3
 VERSION     ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 COMMIT      ?= $(shell git rev-parse --verify -q HEAD 2>/dev/null || echo unknown)
 LDFLAGS     := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
+# govulncheck and the Go vulnerability database, both pinned in tools/vuln
+# (the database is the golang.org/x/vulndb module's OSV files, indexed here).
+VULNDB      := $(CURDIR)/bin/vulndb
 IMAGE       ?= meshd:$(VERSION)
 
 # The pinned Consul agent used by the discovery tests (tools/consul/go.mod).
 CONSUL_BIN  := $(CURDIR)/bin/consul
 export MESHD_CONSUL_BIN := $(CONSUL_BIN)
 
-.PHONY: all build test test-short lint demo demo-consul bench bench-micro fuzz consul docker docs clean
+.PHONY: all build test test-short lint vulncheck demo demo-consul bench bench-micro fuzz consul docker docs clean
 
 # Fuzz targets, as package:Target; `make fuzz` runs each for FUZZTIME.
 FUZZTIME ?= 30s
@@ -30,12 +37,25 @@ build:
 test:
 	$(GO) test -race -count=1 -timeout 30m ./...
 
-## lint: gofmt, go vet and staticcheck
-lint:
+## lint: gofmt, go vet, staticcheck and govulncheck
+lint: vulncheck
 	@out=$$(gofmt -l .); \
 	  if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 	$(GO) run $(STATICCHECK) ./...
+
+## vulncheck: govulncheck against the pinned vulnerability database (tools/vuln);
+## a known vulnerability in code meshd calls (its modules or the Go release) fails it
+vulncheck: bin/govulncheck $(VULNDB)/index/db.json
+	bin/govulncheck -db file://$(VULNDB) ./...
+
+bin/govulncheck: tools/vuln/go.mod tools/vuln/go.sum
+	cd tools/vuln && $(GO) build -trimpath -o $(CURDIR)/bin/govulncheck golang.org/x/vuln/cmd/govulncheck
+
+$(VULNDB)/index/db.json: tools/vuln/go.mod tools/vuln/go.sum
+	cd tools/vuln && $(GO) build -trimpath -o $(CURDIR)/bin/vulndb-index golang.org/x/vulndb/cmd/indexdb
+	rm -rf $(VULNDB)
+	bin/vulndb-index -out $(VULNDB) -vulns "$$(cd tools/vuln && $(GO) list -m -f '{{.Dir}}' golang.org/x/vulndb)/data/osv"
 
 ## demo: meshd on static endpoints with tiny local upstreams (no root, no Consul)
 demo: build

@@ -2,6 +2,8 @@ module github.com/meshd/meshd
 
 go 1.26.7
 
+toolchain go1.27.3
+
 require (
 	github.com/cenkalti/backoff/v4 v4.3.0
 	github.com/coder/websocket v1.8.15

@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -732,4 +733,99 @@ func TestSecurityLimits(t *testing.T) {
 			t.Errorf("a sixth connection over MESHD_MAX_CONNECTIONS=5: answer %q, closed %v after %v; want closed at once", got, closed, took)
 		}
 	})
+}
+
+// TestSecurityEndpointConnectionLimit: with MESHD_MAX_CONNECTIONS_PER_ENDPOINT=2,
+// five requests at once to a service with one endpoint open two upstream
+// connections, no more; the other three wait for one of them and are
+// answered once the upstream frees it.
+func TestSecurityEndpointConnectionLimit(t *testing.T) {
+	t.Parallel()
+	const limit, requests = 2, 5
+	var (
+		mu            sync.Mutex
+		open, maxOpen int
+		served        atomic.Int64
+	)
+	release := make(chan struct{})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{ReadHeaderTimeout: 5 * time.Second,
+		ConnState: func(_ net.Conn, s http.ConnState) {
+			mu.Lock()
+			defer mu.Unlock()
+			switch s {
+			case http.StateNew:
+				open++
+				maxOpen = max(maxOpen, open)
+			case http.StateClosed, http.StateHijacked:
+				open--
+			}
+		},
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			served.Add(1)
+			select {
+			case <-release:
+			case <-time.After(5 * time.Second):
+			}
+			_, _ = io.WriteString(w, "ok")
+		})}
+	done := make(chan struct{})
+	go func() { _ = srv.Serve(ln); close(done) }()
+	t.Cleanup(func() { srv.Close(); <-done })
+	m := startLoopbackMeshd(t, "MESHD_STATIC_ENDPOINTS=held="+ln.Addr().String(),
+		"MESHD_MAX_CONNECTIONS_PER_ENDPOINT="+strconv.Itoa(limit), "MESHD_REQUEST_TIMEOUT=10s")
+	m.ready(t, http.StatusOK, 15*time.Second)
+
+	type result struct {
+		code int
+		err  error
+	}
+	results := make(chan result, requests)
+	for range requests {
+		go func() {
+			c, err := net.DialTimeout("tcp", m.outbound, 5*time.Second)
+			if err != nil {
+				results <- result{err: err}
+				return
+			}
+			defer c.Close()
+			_ = c.SetDeadline(time.Now().Add(8 * time.Second))
+			_, _ = io.WriteString(c, "GET http://held/ HTTP/1.1\r\nHost: held\r\n\r\n")
+			resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+			if err != nil {
+				results <- result{err: err}
+				return
+			}
+			_, _ = io.Copy(io.Discard, resp.Body)
+			results <- result{code: resp.StatusCode}
+		}()
+	}
+	// Every request has reached meshd and the first ones the upstream
+	// when the upstream holds as many as the limit allows.
+	deadline := time.Now().Add(5 * time.Second)
+	for served.Load() < limit && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if n := served.Load(); n != limit {
+		t.Errorf("%d requests reached the upstream while it held them, want %d (the connection limit)", n, limit)
+	}
+	close(release)
+	for range requests {
+		r := <-results
+		if r.err != nil || r.code != http.StatusOK {
+			t.Errorf("request: %d %v, want 200 once the upstream freed a connection", r.code, r.err)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if maxOpen != limit {
+		t.Errorf("the upstream had at most %d connections from meshd open at once, want %d", maxOpen, limit)
+	}
+	if n := served.Load(); n != requests {
+		t.Errorf("the upstream served %d requests, want %d", n, requests)
+	}
 }
