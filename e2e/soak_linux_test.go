@@ -660,4 +660,3 @@ func soakWindows(samples []meshdSample, duration time.Duration) (first, last soa
 	}
 	return window(0, 10*time.Second), window(duration-10*time.Second, duration)
 }
-
