@@ -24,7 +24,8 @@ export MESHD_CONSUL_BIN := $(CONSUL_BIN)
 # Fuzz targets, as package:Target; `make fuzz` runs each for FUZZTIME.
 FUZZTIME ?= 30s
 FUZZ_TARGETS := ./proxy/sniff:FuzzClassify ./proxy:FuzzServiceName ./iptables:FuzzBuild \
-	./config:FuzzParseStaticEndpoints ./config:FuzzParseRetryOn ./config:FuzzLoad
+	./config:FuzzParseStaticEndpoints ./config:FuzzParseRetryOn ./config:FuzzLoad \
+	./proxy/h1:FuzzServerRequest ./proxy/h1:FuzzHeadParse ./proxy/h1:FuzzClientResponse
 
 all: build
 

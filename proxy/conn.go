@@ -49,6 +49,7 @@ func (c *conn) Read(b []byte) (int, error) {
 }
 
 func (c *conn) Write(b []byte) (int, error)        { return c.tcp.Write(b) }
+func (c *conn) CloseWrite() error                  { return c.tcp.CloseWrite() }
 func (c *conn) LocalAddr() net.Addr                { return c.tcp.LocalAddr() }
 func (c *conn) RemoteAddr() net.Addr               { return c.tcp.RemoteAddr() }
 func (c *conn) SetDeadline(t time.Time) error      { return c.tcp.SetDeadline(t) }

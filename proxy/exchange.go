@@ -17,6 +17,7 @@ import (
 
 	"github.com/meshd/meshd/config"
 	"github.com/meshd/meshd/proxy/balance"
+	"github.com/meshd/meshd/proxy/h1"
 	"github.com/meshd/meshd/resilience"
 )
 
@@ -174,7 +175,7 @@ func (x *exchange) run() (*http.Response, error) {
 		if !final {
 			sent := true
 			var de *DialError
-			if errors.As(err, &de) {
+			if errors.As(err, &de) || errors.Is(err, h1.ErrServerClosedIdle) {
 				sent = false
 			}
 			// A gRPC call is retried only when it is unary: its whole
@@ -395,7 +396,9 @@ func classify(resp *http.Response, err error, timedOut, grpc bool) resilience.Ou
 		var de *DialError
 		var se http2.StreamError
 		switch {
-		case errors.As(err, &de):
+		case errors.As(err, &de), errors.Is(err, h1.ErrServerClosedIdle):
+			// A reused connection the upstream had closed: the request
+			// never reached it, like a connection that failed to open.
 			return resilience.ErrorOutcome(config.RetryConnectFailure)
 		case errors.As(err, &se) && se.Code == http2.ErrCodeRefusedStream:
 			return resilience.ErrorOutcome(config.RetryRefusedStream)

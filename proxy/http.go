@@ -10,7 +10,6 @@ import (
 	"errors"
 	"net"
 	"net/http"
-	"net/http/httputil"
 	"strconv"
 	"sync"
 	"time"
@@ -22,6 +21,7 @@ import (
 	"github.com/meshd/meshd/discovery"
 	"github.com/meshd/meshd/metrics"
 	"github.com/meshd/meshd/proxy/balance"
+	"github.com/meshd/meshd/proxy/h1"
 )
 
 // Request headers meshd reads or writes.
@@ -37,43 +37,37 @@ const (
 	routeKey
 )
 
-// httpSide is the HTTP/1.x server of one listener. Connections reach it
-// after protocol detection, through a listener fed by handle.
+// httpSide serves the HTTP of one listener: HTTP/1.x with meshd's own
+// strict server (proxy/h1), HTTP/2 with prior knowledge with x/net/http2,
+// both on the connection's own goroutine after protocol detection.
 type httpSide struct {
 	name string
-	srv  *http.Server
+	h1   *h1.Server
+	base *http.Server // HTTP/2's base configuration; it serves nothing itself
 	h2   *http2.Server
-	ln   *chanListener
-	rp   *httputil.ReverseProxy
 }
 
 func (p *Proxy) newHTTPSide(name string) *httpSide {
-	s := &httpSide{name: name, ln: newChanListener()}
-	s.rp = &httputil.ReverseProxy{
-		Rewrite:      rewrite,
-		Transport:    p,
-		BufferPool:   copyBufPool{},
-		ErrorHandler: p.answerError,
-		ErrorLog:     zap.NewStdLog(p.log.Named(name).WithOptions(zap.IncreaseLevel(zap.WarnLevel))),
+	s := &httpSide{name: name}
+	errorLog := zap.NewStdLog(p.log.Named(name).WithOptions(zap.IncreaseLevel(zap.WarnLevel)))
+	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { p.serveHTTP(s, w, r) })
+	s.h1 = &h1.Server{
+		Handler:           handler,
+		ReadHeaderTimeout: p.cfg.ReadHeaderTimeout,
+		IdleTimeout:       p.cfg.IdleTimeout,
+		MaxHeaderBytes:    int(p.cfg.MaxHeaderBytes),
+		ErrorLog:          errorLog,
 	}
-	s.srv = &http.Server{
-		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { p.serveHTTP(s, w, r) }),
-		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
-			if pc, ok := c.(*conn); ok {
-				return context.WithValue(ctx, connInfoKey, &pc.info)
-			}
-			return ctx
-		},
-		ReadHeaderTimeout:            p.cfg.ReadHeaderTimeout,
-		IdleTimeout:                  p.cfg.IdleTimeout,
-		MaxHeaderBytes:               int(p.cfg.MaxHeaderBytes),
-		DisableGeneralOptionsHandler: true,
-		ErrorLog:                     zap.NewStdLog(p.log.Named(name).WithOptions(zap.IncreaseLevel(zap.WarnLevel))),
+	s.base = &http.Server{
+		Handler:           handler,
+		ReadHeaderTimeout: p.cfg.ReadHeaderTimeout,
+		IdleTimeout:       p.cfg.IdleTimeout,
+		MaxHeaderBytes:    int(p.cfg.MaxHeaderBytes),
+		ErrorLog:          errorLog,
 	}
 	// HTTP/2 with prior knowledge (h2c, so gRPC) is served by x/net/http2
 	// on the same handler; its flow control is the library's.
-	s.h2 = &http2.Server{IdleTimeout: s.srv.IdleTimeout, MaxReadFrameSize: 1 << 20}
-	go func() { _ = s.srv.Serve(s.ln) }()
+	s.h2 = &http2.Server{IdleTimeout: p.cfg.IdleTimeout, MaxReadFrameSize: 1 << 20}
 	return s
 }
 
@@ -82,57 +76,27 @@ func (p *Proxy) newHTTPSide(name string) *httpSide {
 // else; a stream reset ends only that stream.
 func (s *httpSide) serveH2(c *conn) {
 	ctx := context.WithValue(context.Background(), connInfoKey, &c.info)
-	s.h2.ServeConn(c, &http2.ServeConnOpts{Context: ctx, BaseConfig: s.srv, Handler: s.srv.Handler})
+	s.h2.ServeConn(c, &http2.ServeConnOpts{Context: ctx, BaseConfig: s.base, Handler: s.base.Handler})
 	_ = c.Close()
 }
 
-// serveConn hands a detected HTTP/1.x connection to the server.
+// serveConn serves a detected HTTP/1.x connection until it ends or is
+// taken over (CONNECT, protocol upgrades).
 func (s *httpSide) serveConn(c *conn) {
-	if !s.ln.push(c) {
-		_ = c.Close()
-	}
+	// http.ServerContextKey tells ReverseProxy that it runs in a server:
+	// only then does it abort the response (http.ErrAbortHandler) when the
+	// upstream's body breaks, rather than end it as if it were whole.
+	ctx := context.WithValue(context.Background(), http.ServerContextKey, s.base)
+	s.h1.ServeConn(context.WithValue(ctx, connInfoKey, &c.info), c)
 }
 
-func (s *httpSide) close() error {
-	_ = s.ln.Close()
-	return s.srv.Close()
+// drain makes every connection end after its current request.
+func (s *httpSide) drain() {
+	s.h1.SetKeepAlivesEnabled(false)
+	s.base.SetKeepAlivesEnabled(false)
 }
 
-// chanListener is the net.Listener an http.Server reads connections from.
-type chanListener struct {
-	ch   chan net.Conn
-	done chan struct{}
-	once sync.Once
-}
-
-func newChanListener() *chanListener {
-	return &chanListener{ch: make(chan net.Conn), done: make(chan struct{})}
-}
-
-func (l *chanListener) push(c net.Conn) bool {
-	select {
-	case l.ch <- c:
-		return true
-	case <-l.done:
-		return false
-	}
-}
-
-func (l *chanListener) Accept() (net.Conn, error) {
-	select {
-	case c := <-l.ch:
-		return c, nil
-	case <-l.done:
-		return nil, net.ErrClosed
-	}
-}
-
-func (l *chanListener) Close() error {
-	l.once.Do(func() { close(l.done) })
-	return nil
-}
-
-func (l *chanListener) Addr() net.Addr { return &net.TCPAddr{} }
+func (s *httpSide) close() error { return s.h1.Close() }
 
 // route is where one HTTP request goes: a mesh service's endpoints, or a
 // single passthrough address.
@@ -155,35 +119,10 @@ func (rt *route) policy(p *Proxy) *config.Policy {
 	return &p.cfg.Defaults
 }
 
-// forwardedHeaders are the headers ReverseProxy's Rewrite drops from the
-// outgoing request; a sidecar passes the app's own values through.
-var forwardedHeaders = []string{"Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto"}
-
-func rewrite(pr *httputil.ProxyRequest) {
-	pr.Out.URL.Scheme = "http"
-	pr.Out.Host = pr.In.Host
-	// Request trailers arrive in In.Trailer when the body ends; the
-	// outgoing request must share that map, not a copy made before.
-	pr.Out.Trailer = pr.In.Trailer
-	for _, h := range forwardedHeaders {
-		if v, ok := pr.In.Header[h]; ok {
-			pr.Out.Header[h] = v
-		}
-	}
-}
-
 func (p *Proxy) serveHTTP(s *httpSide, w http.ResponseWriter, r *http.Request) {
 	info, _ := r.Context().Value(connInfoKey).(*connInfo)
 	if info == nil {
 		info = &connInfo{}
-	}
-	if r.ProtoMajor == 1 && len(r.TransferEncoding) > 0 {
-		// net/http drops a Content-Length sent alongside Transfer-Encoding
-		// without telling; RFC 9112 §6.1 then asks the connection to be
-		// closed after the answer, so that bytes a sender framed otherwise
-		// can never be read as a request of their own. meshd closes after
-		// every chunked HTTP/1 request: they are rare, and it cannot tell.
-		w.Header().Set("Connection", "close")
 	}
 	if n := headerCount(r.Header); n > p.cfg.MaxHeaderCount {
 		p.limitHit("header-count", zap.Int("headers", n), zap.String("authority", r.Host))
@@ -220,7 +159,7 @@ func (p *Proxy) serveHTTP(s *httpSide, w http.ResponseWriter, r *http.Request) {
 		if isUpgrade(r) {
 			p.serveUpgrade(lw, r, rt)
 		} else {
-			s.rp.ServeHTTP(lw, r.WithContext(context.WithValue(r.Context(), routeKey, rt)))
+			p.forward(lw, r, rt)
 		}
 	}
 	p.account(s, r, rt, lw, start, false)
@@ -334,7 +273,7 @@ func (p *Proxy) serviceRoute(ctx context.Context, name string) (*route, error) {
 	return &route{key: name, up: u, eps: u.endpoints(snap)}, nil
 }
 
-// answerError is ReverseProxy's ErrorHandler: the local reply for err, or
+// answerError answers an upstream error: the local reply for err, or
 // nothing when the client went away.
 func (p *Proxy) answerError(w http.ResponseWriter, r *http.Request, err error) {
 	if r.Context().Err() != nil && !errors.Is(err, context.DeadlineExceeded) {
@@ -379,26 +318,23 @@ func (p *Proxy) transportFor(r *http.Request) http.RoundTripper {
 	return p.transport
 }
 
-// newTransport is the upstream HTTP/1.1 client: connections pooled per
-// endpoint address, no proxy from the environment, no compression added.
-func (p *Proxy) newTransport() *http.Transport {
-	return &http.Transport{
-		Proxy: nil,
-		DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
+// newTransport is the upstream HTTP/1.1 client (proxy/h1): requests are
+// written and answers read on the request's own goroutine, over
+// connections pooled per endpoint address.
+func (p *Proxy) newTransport() *h1.Transport {
+	return &h1.Transport{
+		DialContext: func(ctx context.Context, addr string) (net.Conn, error) {
 			timeout := p.cfg.Defaults.ConnectTimeout
 			if rt, ok := ctx.Value(routeKey).(*route); ok {
 				timeout = rt.policy(p).ConnectTimeout
 			}
 			return p.dial(ctx, addr, timeout)
 		},
-		MaxIdleConns:           0,
 		MaxIdleConnsPerHost:    256,
 		MaxConnsPerHost:        p.cfg.MaxConnsPerEndpoint,
 		IdleConnTimeout:        90 * time.Second,
-		DisableCompression:     true,
-		ExpectContinueTimeout:  time.Second,
 		MaxResponseHeaderBytes: 1 << 20,
-		TLSNextProto:           map[string]func(string, *tls.Conn) http.RoundTripper{},
+		ExpectContinueTimeout:  time.Second,
 	}
 }
 
@@ -421,13 +357,8 @@ func newRequestID() string {
 	return string(s[:])
 }
 
-// copyBufPool lends ReverseProxy 32 KiB buffers for body copies.
-type copyBufPool struct{}
-
+// copyBufs are the 32 KiB buffers of body copies.
 var copyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
-
-func (copyBufPool) Get() []byte  { return *(copyBufs.Get().(*[]byte)) }
-func (copyBufPool) Put(b []byte) { copyBufs.Put(&b) }
 
 // responseWriter passes the upstream's response on as it came: net/http
 // would add a Date and a sniffed Content-Type the upstream did not send.
@@ -458,6 +389,13 @@ func (w *responseWriter) Write(b []byte) (int, error) {
 		w.WriteHeader(http.StatusOK)
 	}
 	return w.ResponseWriter.Write(b)
+}
+
+// Flush sends what is buffered to the client.
+func (w *responseWriter) Flush() {
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
 }
 
 // Unwrap lets http.ResponseController reach the connection's writer

@@ -15,7 +15,6 @@ import (
 	"context"
 	"errors"
 	"net"
-	"net/http"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -28,6 +27,7 @@ import (
 	"github.com/meshd/meshd/discovery"
 	"github.com/meshd/meshd/metrics"
 	"github.com/meshd/meshd/proxy/balance"
+	"github.com/meshd/meshd/proxy/h1"
 )
 
 // Options configure a Proxy.
@@ -54,7 +54,7 @@ type Proxy struct {
 	rand     balance.Rand
 	metrics  *metrics.Metrics
 
-	transport   *http.Transport
+	transport   *h1.Transport
 	h2transport *http2.Transport
 	outbound    *httpSide
 	inbound     *httpSide
@@ -215,8 +215,8 @@ func (p *Proxy) IdleFor() time.Duration {
 // caller closes the inbound one, and the outbound one serves the app's last
 // calls.
 func (p *Proxy) Drain() {
-	p.outbound.srv.SetKeepAlivesEnabled(false)
-	p.inbound.srv.SetKeepAlivesEnabled(false)
+	p.outbound.drain()
+	p.inbound.drain()
 }
 
 // Close closes the listeners being served and every open connection.
