@@ -263,7 +263,11 @@ func (p *Proxy) routeHTTP(r *http.Request, info *connInfo) (*route, error) {
 
 // serviceRoute resolves a mesh service to its current endpoints.
 func (p *Proxy) serviceRoute(ctx context.Context, name string) (*route, error) {
-	ctx, cancel := context.WithTimeout(ctx, p.cfg.Defaults.ConnectTimeout)
+	// Discovery answers at once for a name it watches; it waits, at most
+	// the connect timeout, only for a name's first answer. The wait is not
+	// tied to the client's cancellation: a request's context would make
+	// every lookup register with it and unregister again.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.cfg.Defaults.ConnectTimeout)
 	defer cancel()
 	snap, err := p.resolver.Resolve(ctx, name)
 	if err != nil {
