@@ -285,7 +285,13 @@ func (x *exchange) remember(e *balance.Endpoint) {
 // attempt sends one try. The returned cancel ends the try's context; the
 // caller calls it when the try's response is done with.
 func (x *exchange) attempt(n int, ep *balance.Endpoint, target string) (resp *http.Response, timedOut bool, cancel context.CancelFunc, err error) {
-	ctx, cancel := context.WithCancel(x.ctx)
+	// The first attempt runs in the exchange's own context unless a
+	// per-try timeout needs one to cancel: the try is the exchange then.
+	// A retry gets its own, so that the try it replaces can be ended.
+	ctx, cancel := x.ctx, context.CancelFunc(noCancel)
+	if x.pol.PerTryTimeout > 0 || n > 1 {
+		ctx, cancel = context.WithCancel(x.ctx)
+	}
 	var tryTimer *time.Timer
 	var fired atomic.Bool
 	if pt := x.pol.PerTryTimeout; pt > 0 {
@@ -312,6 +318,8 @@ func (x *exchange) attempt(n int, ep *balance.Endpoint, target string) (resp *ht
 	}
 	return resp, fired.Load(), cancel, err
 }
+
+func noCancel() {}
 
 // errCutResponse is an upstream ending a response before its body was
 // whole.
