@@ -24,8 +24,10 @@ type connInfo struct {
 }
 
 // conn is an accepted client connection. Its Read first returns the bytes
-// read for protocol detection, so nothing the client sent is lost. It
-// embeds only net.Conn's methods: an io.Copy from it must go through Read.
+// read for protocol detection, so nothing the client sent is lost. It has
+// net.Conn's methods and CloseWrite (a half-close, so that an answer sent
+// before closing is read, not reset), and no WriteTo: an io.Copy from it
+// must go through Read.
 type conn struct {
 	tcp     *net.TCPConn
 	p       *Proxy
