@@ -23,7 +23,7 @@ export MESHD_CONSUL_BIN := $(CONSUL_BIN)
 
 # Fuzz targets, as package:Target; `make fuzz` runs each for FUZZTIME.
 FUZZTIME ?= 30s
-FUZZ_TARGETS := ./proxy/sniff:FuzzClassify ./proxy:FuzzServiceName ./iptables:FuzzBuild \
+FUZZ_TARGETS := ./proxy/sniff:FuzzClassify ./proxy:FuzzServiceName ./proxy:FuzzHTTP1Path ./iptables:FuzzBuild \
 	./config:FuzzParseStaticEndpoints ./config:FuzzParseRetryOn ./config:FuzzLoad \
 	./proxy/h1:FuzzServerRequest ./proxy/h1:FuzzHeadParse ./proxy/h1:FuzzClientResponse
 

@@ -146,20 +146,22 @@ func (x *exchange) run() (*http.Response, error) {
 			return x.fail(ErrNoHealthyUpstream)
 		}
 		resp, tryTimedOut, tryCancel, err := x.attempt(attempt, ep, target)
-		if err != nil {
-			if cerr := x.body.clientErr(); cerr != nil {
-				// The client's own body broke the attempt (malformed chunked
-				// encoding, a reset mid-upload): nothing to blame on the
-				// endpoint or the service, and nothing to retry.
-				if ep != nil {
-					ep.Release()
-					if begun {
-						x.u.ejector.Done(ep.Addr, false)
-					}
-				}
-				tryCancel()
-				return x.clientFailed(cerr)
+		if cerr := x.body.clientErr(); cerr != nil {
+			// The client's own body broke the attempt (malformed chunked
+			// encoding, a reset mid-upload): nothing to blame on the
+			// endpoint or the service, and nothing to retry. An answer the
+			// upstream gave to the broken request is not passed on.
+			if resp != nil {
+				_ = resp.Body.Close()
 			}
+			if ep != nil {
+				ep.Release()
+				if begun {
+					x.u.ejector.Done(ep.Addr, false)
+				}
+			}
+			tryCancel()
+			return x.clientFailed(cerr)
 		}
 		outcome := classify(resp, err, tryTimedOut || x.timedOut.Load(), x.grpc)
 		final := err == nil && !outcome.Failure && outcome.Cond == 0 && !pol.RetryOn.RetriesStatus(resp.StatusCode)

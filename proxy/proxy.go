@@ -69,7 +69,15 @@ type Proxy struct {
 	lastIdle atomic.Int64 // unix nanoseconds when the last connection closed
 
 	limitLogged atomic.Int64 // unix nanoseconds of the last "limit reached" line
+
+	// dialAllowed, when set, is asked before every upstream connection
+	// (and before any name lookup): tests that feed meshd arbitrary
+	// traffic keep it on loopback with it.
+	dialAllowed func(addr string) bool
 }
+
+// errDialNotAllowed is a connection dialAllowed refused.
+var errDialNotAllowed = errors.New("connection not allowed")
 
 // New returns a Proxy; it serves nothing until ServeOutbound or
 // ServeInbound is called.
@@ -289,6 +297,9 @@ func (p *Proxy) inboundTarget(dst netip.AddrPort) string {
 
 // dial connects to addr within the connect timeout.
 func (p *Proxy) dial(ctx context.Context, addr string, timeout time.Duration) (*net.TCPConn, error) {
+	if p.dialAllowed != nil && !p.dialAllowed(addr) {
+		return nil, &DialError{Addr: addr, Err: errDialNotAllowed}
+	}
 	d := net.Dialer{Timeout: timeout, KeepAlive: 30 * time.Second}
 	c, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {

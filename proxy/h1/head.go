@@ -439,8 +439,20 @@ func headParseTarget(req *http.Request, u *url.URL, method, target string) *head
 	if err != nil {
 		return headErrTarget
 	}
+	// RFC 9110 §4.2.1: an http URI with an empty host is invalid and must
+	// be rejected. An absolute-form target is an http(s) URI with an
+	// authority ("http://host/..."); "http:host/path" (opaque) or another
+	// scheme names nothing meshd could forward faithfully.
+	if target[0] != '/' && target != "*" && (pu.Host == "" || pu.Opaque != "" || !headHTTPScheme(pu.Scheme)) {
+		return headErrTarget
+	}
 	req.URL = pu
 	return nil
+}
+
+// headHTTPScheme reports whether scheme is http or https, in any case.
+func headHTTPScheme(scheme string) bool {
+	return strings.EqualFold(scheme, "http") || strings.EqualFold(scheme, "https")
 }
 
 // headPlainPath fills u from an origin-form target whose path holds

@@ -69,7 +69,6 @@ func TestHeadParseMatchesNetHTTP(t *testing.T) {
 		"GET HTTP://User@Example.COM:80/%41 HTTP/1.1\r\nHost: other\r\n\r\n",
 		"GET https://[::1]:443/ HTTP/1.1\r\nHost: a\r\n\r\n",
 		"GET http://example.com HTTP/1.1\r\nHost: a\r\n\r\n",
-		"GET mailto:x@y HTTP/1.1\r\nHost: a\r\n\r\n",
 		"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n",
 		"CONNECT [::1]:443 HTTP/1.1\r\nHost: [::1]:443\r\n\r\n",
 		"CONNECT example.com HTTP/1.1\r\nHost: example.com\r\n\r\n",

@@ -53,6 +53,11 @@ func TestServerRefusesHeads(t *testing.T) {
 		{"ESC in value", "GET / HTTP/1.1\r\n" + host + "X: \x1b[31m\r\n\r\n", 400},
 		// Request line (RFC 9112 §3).
 		{"double SP", "GET  / HTTP/1.1\r\n" + host + "\r\n", 400},
+		// Absolute-form must name a host (RFC 9110 §4.2.1).
+		{"http URI without authority", "POST http:b/x HTTP/1.1\r\n" + host + "\r\n", 400},
+		{"http URI with empty host", "GET http:///x HTTP/1.1\r\n" + host + "\r\n", 400},
+		{"non-http absolute URI", "GET mailto:x@y HTTP/1.1\r\n" + host + "\r\n", 400},
+		{"ftp absolute URI", "GET ftp://h/x HTTP/1.1\r\n" + host + "\r\n", 400},
 		{"SP before version", "GET /  HTTP/1.1\r\n" + host + "\r\n", 400},
 		{"trailing SP", "GET / HTTP/1.1 \r\n" + host + "\r\n", 400},
 		{"two parts", "GET /\r\n" + host + "\r\n", 400},
