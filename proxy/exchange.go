@@ -553,7 +553,9 @@ func (x *exchange) succeed(resp *http.Response, ep *balance.Endpoint, begun bool
 		}
 	}
 	x.activity.touch()
-	if idle := x.pol.StreamIdleTimeout; idle > 0 {
+	if _, whole := resp.Body.(*wholeBody); whole {
+		// Read whole already: no stream left to go idle.
+	} else if idle := x.pol.StreamIdleTimeout; idle > 0 {
 		b.idle = idle
 		b.mu.Lock()
 		b.timer = time.AfterFunc(idle, b.expire)

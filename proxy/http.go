@@ -265,16 +265,54 @@ func (p *Proxy) routeHTTP(r *http.Request, info *connInfo) (*route, error) {
 func (p *Proxy) serviceRoute(ctx context.Context, name string) (*route, error) {
 	// Discovery answers at once for a name it watches; it waits, at most
 	// the connect timeout, only for a name's first answer. The wait is not
-	// tied to the client's cancellation: a request's context would make
-	// every lookup register with it and unregister again.
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.cfg.Defaults.ConnectTimeout)
-	defer cancel()
-	snap, err := p.resolver.Resolve(ctx, name)
+	// tied to the client's cancellation, and its timer is made only if
+	// discovery waits (lazyTimeout): most lookups need neither.
+	lt := &lazyTimeout{Context: context.WithoutCancel(ctx), deadline: time.Now().Add(p.cfg.Defaults.ConnectTimeout)}
+	defer lt.release()
+	snap, err := p.resolver.Resolve(lt, name)
 	if err != nil {
 		return nil, err
 	}
 	u := p.upstream(name)
 	return &route{key: name, up: u, eps: u.endpoints(snap)}, nil
+}
+
+// lazyTimeout is a context with a deadline whose timer is armed only when
+// something asks for Done or Err. Its parent must never be canceled.
+type lazyTimeout struct {
+	context.Context
+	deadline time.Time
+
+	once   sync.Once
+	armed  context.Context
+	cancel context.CancelFunc
+}
+
+func (c *lazyTimeout) arm() context.Context {
+	c.once.Do(func() { c.armed, c.cancel = context.WithDeadline(c.Context, c.deadline) })
+	if c.armed == nil {
+		return releasedContext // used after release
+	}
+	return c.armed
+}
+
+// releasedContext is what a lazyTimeout is once released: done.
+var releasedContext = func() context.Context {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	return ctx
+}()
+
+func (c *lazyTimeout) Deadline() (time.Time, bool) { return c.deadline, true }
+func (c *lazyTimeout) Done() <-chan struct{}       { return c.arm().Done() }
+func (c *lazyTimeout) Err() error                  { return c.arm().Err() }
+
+// release stops the timer, if one was made.
+func (c *lazyTimeout) release() {
+	c.once.Do(func() {}) // no timer from here on
+	if c.cancel != nil {
+		c.cancel()
+	}
 }
 
 // answerError answers an upstream error: the local reply for err, or

@@ -1,6 +1,8 @@
 package proxy
 
 import (
+	"context"
+	"errors"
 	"io"
 	"testing"
 	"time"
@@ -89,5 +91,37 @@ func TestParseGRPCTimeout(t *testing.T) {
 		if got != want || ok != (want != 0) {
 			t.Errorf("parseGRPCTimeout(%q) = %v, %v; want %v", in, got, ok, want)
 		}
+	}
+}
+
+// TestLazyTimeout: the deadline holds whether or not a timer was armed,
+// Done fires at it, and a released one is done.
+func TestLazyTimeout(t *testing.T) {
+	lt := &lazyTimeout{Context: context.Background(), deadline: time.Now().Add(30 * time.Millisecond)}
+	if d, ok := lt.Deadline(); !ok || d != lt.deadline {
+		t.Fatalf("Deadline() = %v, %v", d, ok)
+	}
+	if lt.cancel != nil {
+		t.Fatal("a timer was armed before anyone waited")
+	}
+	select {
+	case <-lt.Done():
+	case <-time.After(2 * time.Second):
+		t.Fatal("Done did not fire at the deadline")
+	}
+	if !errors.Is(lt.Err(), context.DeadlineExceeded) {
+		t.Fatalf("Err() = %v, want DeadlineExceeded", lt.Err())
+	}
+	lt.release()
+
+	unused := &lazyTimeout{Context: context.Background(), deadline: time.Now().Add(time.Hour)}
+	unused.release()
+	if unused.cancel != nil {
+		t.Fatal("release armed a timer")
+	}
+	select {
+	case <-unused.Done():
+	default:
+		t.Fatal("a released lazyTimeout is not done")
 	}
 }
