@@ -5,8 +5,6 @@ import (
 	"context"
 	"io"
 	"net/http"
-	"net/textproto"
-	"strings"
 	"time"
 
 	"golang.org/x/net/http/httpguts"
@@ -18,10 +16,6 @@ func isUpgrade(r *http.Request) bool {
 	return r.ProtoMajor == 1 && r.Header.Get("Upgrade") != "" &&
 		httpguts.HeaderValuesContainsToken(r.Header["Connection"], "upgrade")
 }
-
-// upgradeHopHeaders are removed from an upgrade request on its way; the
-// Connection and Upgrade headers themselves are sent again as they must.
-var upgradeHopHeaders = []string{"Keep-Alive", "Proxy-Connection", "Proxy-Authenticate", "Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding"}
 
 // serveUpgrade forwards an upgrade request on a connection of its own.
 // After the upstream's 101 Switching Protocols, the client's and the
@@ -55,16 +49,11 @@ func (p *Proxy) serveUpgrade(w http.ResponseWriter, r *http.Request, rt *route) 
 	if out.URL.Path == "" {
 		out.URL.Path = "/"
 	}
-	for _, f := range r.Header["Connection"] {
-		for _, name := range strings.Split(f, ",") {
-			if name = textproto.TrimString(name); !strings.EqualFold(name, "upgrade") {
-				out.Header.Del(name)
-			}
-		}
-	}
-	for _, h := range upgradeHopHeaders {
-		out.Header.Del(h)
-	}
+	// Hop by hop like any request, except that the upgrade itself is
+	// asked for again.
+	protocol := out.Header["Upgrade"]
+	removeHopHeaders(out.Header)
+	out.Header["Upgrade"] = protocol
 	out.Header.Set("Connection", "Upgrade")
 	out.Header.Set(HeaderAttempt, "1")
 
