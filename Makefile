@@ -37,6 +37,8 @@ build:
 ## Tests that need root or iptables skip with a reason unless MESHD_E2E=require.
 test:
 	$(GO) test -race -count=1 -timeout 30m ./...
+	@# proxy/sockio's raw system calls are built only without the race detector.
+	$(GO) test -count=1 ./proxy/sockio
 
 ## lint: gofmt, go vet, staticcheck and govulncheck
 lint: vulncheck

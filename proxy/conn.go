@@ -13,6 +13,7 @@ import (
 	"github.com/meshd/meshd/discovery"
 	"github.com/meshd/meshd/proxy/origdst"
 	"github.com/meshd/meshd/proxy/sniff"
+	"github.com/meshd/meshd/proxy/sockio"
 )
 
 // connInfo is what meshd knows of a client connection before its first
@@ -30,6 +31,7 @@ type connInfo struct {
 // must go through Read.
 type conn struct {
 	tcp     *net.TCPConn
+	sock    *sockio.Conn // reads and writes of HTTP connections; nil: tcp's
 	p       *Proxy
 	info    connInfo
 	pending []byte
@@ -47,10 +49,19 @@ func (c *conn) Read(b []byte) (int, error) {
 		c.pending = c.pending[n:]
 		return n, nil
 	}
+	if c.sock != nil {
+		return c.sock.Read(b)
+	}
 	return c.tcp.Read(b)
 }
 
-func (c *conn) Write(b []byte) (int, error)        { return c.tcp.Write(b) }
+func (c *conn) Write(b []byte) (int, error) {
+	if c.sock != nil {
+		return c.sock.Write(b)
+	}
+	return c.tcp.Write(b)
+}
+
 func (c *conn) CloseWrite() error                  { return c.tcp.CloseWrite() }
 func (c *conn) LocalAddr() net.Addr                { return c.tcp.LocalAddr() }
 func (c *conn) RemoteAddr() net.Addr               { return c.tcp.RemoteAddr() }
@@ -136,10 +147,10 @@ func (p *Proxy) handle(c *conn, inbound bool) {
 	}
 	switch {
 	case proto == sniff.HTTP1 && !(redirected && bytes.HasPrefix(peek, connectPrefix)):
-		c.pending = peek
+		c.pending, c.sock = peek, sockio.New(c.tcp)
 		side.serveConn(c)
 	case proto == sniff.HTTP2:
-		c.pending = peek
+		c.pending, c.sock = peek, sockio.New(c.tcp)
 		side.serveH2(c)
 	case !redirected:
 		// Explicit mode carries HTTP (and CONNECT) only: there is no

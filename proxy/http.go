@@ -22,6 +22,7 @@ import (
 	"github.com/meshd/meshd/metrics"
 	"github.com/meshd/meshd/proxy/balance"
 	"github.com/meshd/meshd/proxy/h1"
+	"github.com/meshd/meshd/proxy/sockio"
 )
 
 // Request headers meshd reads or writes.
@@ -344,7 +345,14 @@ func (p *Proxy) newH2Transport() *http2.Transport {
 			if rt, ok := ctx.Value(routeKey).(*route); ok {
 				timeout = rt.policy(p).ConnectTimeout
 			}
-			return p.dial(ctx, addr, timeout)
+			c, err := p.dial(ctx, addr, timeout)
+			if err != nil {
+				return nil, err
+			}
+			if s := sockio.New(c); s != nil {
+				return s, nil
+			}
+			return c, nil
 		},
 		DisableCompression: true,
 		ReadIdleTimeout:    30 * time.Second,
@@ -370,7 +378,14 @@ func (p *Proxy) newTransport() *h1.Transport {
 			if rt, ok := ctx.Value(routeKey).(*route); ok {
 				timeout = rt.policy(p).ConnectTimeout
 			}
-			return p.dial(ctx, addr, timeout)
+			c, err := p.dial(ctx, addr, timeout)
+			if err != nil {
+				return nil, err
+			}
+			if s := sockio.New(c); s != nil {
+				return s, nil
+			}
+			return c, nil
 		},
 		MaxIdleConnsPerHost:    256,
 		MaxConnsPerHost:        p.cfg.MaxConnsPerEndpoint,

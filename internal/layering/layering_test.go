@@ -25,6 +25,7 @@ var rules = map[string][]string{
 	"proxy/sniff":      {},
 	"proxy/balance":    {},
 	"proxy/opaque":     {},
+	"proxy/sockio":     {},
 	"proxy/h1":         {},
 	"resilience":       {"config"},
 	"discovery/static": {"discovery", "config"},
