@@ -49,6 +49,11 @@ func (p *Proxy) RoundTrip(req *http.Request) (*http.Response, error) {
 	if rt == nil {
 		return nil, errors.New("request without a route")
 	}
+	return p.roundTrip(req, rt)
+}
+
+// roundTrip is RoundTrip for a request whose route is known.
+func (p *Proxy) roundTrip(req *http.Request, rt *route) (*http.Response, error) {
 	if rt.up == nil {
 		// Inbound: delivered to the local app as it is, under no policy
 		// but the connect timeout.
@@ -69,6 +74,22 @@ func (p *Proxy) RoundTrip(req *http.Request) (*http.Response, error) {
 	return x.run()
 }
 
+// routeContext is an exchange's context: it also answers routeKey, for
+// the dialer (the route's connect timeout), without a context.WithValue
+// of its own. It is part of the exchange.
+type routeContext struct {
+	context.Context
+	rt *route
+}
+
+// Value answers routeKey, and passes every other key on.
+func (c *routeContext) Value(key any) any {
+	if key == routeKey {
+		return c.rt
+	}
+	return c.Context.Value(key)
+}
+
 // exchange is one request's way through the resilience policy.
 type exchange struct {
 	p           *Proxy
@@ -78,8 +99,9 @@ type exchange struct {
 	req         *http.Request
 	breakerDone func(resilience.Result)
 
-	ctx       context.Context // the request's own, with meshd's deadline
+	ctx       context.Context // the request's own, with meshd's deadline: &rctx
 	cancel    context.CancelFunc
+	rctx      routeContext
 	deadline  time.Time // zero: none
 	timedOut  atomic.Bool
 	timerMu   sync.Mutex // guards reqTimer's re-arming against stopRequestTimer
@@ -109,7 +131,9 @@ func (a *activity) idleFor() time.Duration {
 func (x *exchange) run() (*http.Response, error) {
 	req, pol := x.req, x.pol
 	parent := req.Context()
-	x.ctx, x.cancel = context.WithCancel(parent)
+	x.rctx.Context, x.cancel = context.WithCancel(parent)
+	x.rctx.rt = x.rt
+	x.ctx = &x.rctx
 	if pol.RequestTimeout > 0 {
 		x.deadline = time.Now().Add(pol.RequestTimeout)
 		x.ownLimit = true

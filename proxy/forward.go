@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"context"
 	"errors"
 	"io"
 	"mime"
@@ -48,7 +47,7 @@ var errUnaskedUpgrade = errors.New("the upstream switched protocols for a reques
 // began aborts the client's response (http.ErrAbortHandler) so that it is
 // never taken for whole.
 func (p *Proxy) forward(w *responseWriter, r *http.Request, rt *route) {
-	out := r.WithContext(context.WithValue(r.Context(), routeKey, rt))
+	out := r // meshd's own: changed in place, no copy
 	if r.ContentLength == 0 {
 		out.Body = nil // no body: nothing to frame or replay
 	}
@@ -60,20 +59,26 @@ func (p *Proxy) forward(w *responseWriter, r *http.Request, rt *route) {
 	}
 	out.URL.Scheme = "http"
 
-	resp, err := p.RoundTrip(out)
+	resp, err := p.roundTrip(out, rt)
 	if err != nil {
-		p.answerError(w, out, err)
+		p.answerError(w, out, rt, err)
 		return
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode == http.StatusSwitchingProtocols {
-		p.answerError(w, out, errUnaskedUpgrade)
+		p.answerError(w, out, rt, errUnaskedUpgrade)
 		return
 	}
 	removeHopHeaders(resp.Header)
-	h := w.Header()
-	for k, vv := range resp.Header {
-		h[k] = vv
+	var h http.Header
+	if hs, ok := w.ResponseWriter.(headerSetter); ok && resp.Header != nil {
+		hs.SetHeader(resp.Header) // the answer's own fields, not a copy
+		h = resp.Header
+	} else {
+		h = w.Header()
+		for k, vv := range resp.Header {
+			h[k] = vv
+		}
 	}
 	if n := len(resp.Trailer); n > 0 {
 		// Announced, so that an HTTP/1.1 client gets a chunked answer
@@ -91,6 +96,12 @@ func (p *Proxy) forward(w *responseWriter, r *http.Request, rt *route) {
 	for k, vv := range resp.Trailer {
 		h[http.TrailerPrefix+k] = vv
 	}
+}
+
+// headerSetter is a ResponseWriter that can take a whole header in place
+// of its own (proxy/h1's).
+type headerSetter interface {
+	SetHeader(h http.Header)
 }
 
 // streaming reports whether an answer is passed on as it comes, each read

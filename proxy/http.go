@@ -268,7 +268,7 @@ func (p *Proxy) serviceRoute(ctx context.Context, name string) (*route, error) {
 	// the connect timeout, only for a name's first answer. The wait is not
 	// tied to the client's cancellation, and its timer is made only if
 	// discovery waits (lazyTimeout): most lookups need neither.
-	lt := &lazyTimeout{Context: context.WithoutCancel(ctx), deadline: time.Now().Add(p.cfg.Defaults.ConnectTimeout)}
+	lt := &lazyTimeout{values: ctx, deadline: time.Now().Add(p.cfg.Defaults.ConnectTimeout)}
 	defer lt.release()
 	snap, err := p.resolver.Resolve(lt, name)
 	if err != nil {
@@ -279,9 +279,10 @@ func (p *Proxy) serviceRoute(ctx context.Context, name string) (*route, error) {
 }
 
 // lazyTimeout is a context with a deadline whose timer is armed only when
-// something asks for Done or Err. Its parent must never be canceled.
+// something asks for Done or Err. It has its parent's values, not its
+// cancellation.
 type lazyTimeout struct {
-	context.Context
+	values   context.Context
 	deadline time.Time
 
 	once   sync.Once
@@ -290,7 +291,7 @@ type lazyTimeout struct {
 }
 
 func (c *lazyTimeout) arm() context.Context {
-	c.once.Do(func() { c.armed, c.cancel = context.WithDeadline(c.Context, c.deadline) })
+	c.once.Do(func() { c.armed, c.cancel = context.WithDeadline(context.WithoutCancel(c.values), c.deadline) })
 	if c.armed == nil {
 		return releasedContext // used after release
 	}
@@ -307,6 +308,7 @@ var releasedContext = func() context.Context {
 func (c *lazyTimeout) Deadline() (time.Time, bool) { return c.deadline, true }
 func (c *lazyTimeout) Done() <-chan struct{}       { return c.arm().Done() }
 func (c *lazyTimeout) Err() error                  { return c.arm().Err() }
+func (c *lazyTimeout) Value(key any) any           { return c.values.Value(key) }
 
 // release stops the timer, if one was made.
 func (c *lazyTimeout) release() {
@@ -318,7 +320,7 @@ func (c *lazyTimeout) release() {
 
 // answerError answers an upstream error: the local reply for err, or
 // nothing when the client went away.
-func (p *Proxy) answerError(w http.ResponseWriter, r *http.Request, err error) {
+func (p *Proxy) answerError(w http.ResponseWriter, r *http.Request, rt *route, err error) {
 	if r.Context().Err() != nil && !errors.Is(err, context.DeadlineExceeded) {
 		return // the client is gone: nobody to answer
 	}
@@ -326,7 +328,6 @@ func (p *Proxy) answerError(w http.ResponseWriter, r *http.Request, err error) {
 	if ce := p.log.Check(zap.DebugLevel, "local reply"); ce != nil {
 		ce.Write(zap.String("authority", r.Host), zap.String("reason", lr.reason), zap.Error(err))
 	}
-	rt, _ := r.Context().Value(routeKey).(*route)
 	p.localReply(w, r, rt, lr, err.Error())
 }
 

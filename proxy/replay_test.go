@@ -95,14 +95,24 @@ func TestParseGRPCTimeout(t *testing.T) {
 }
 
 // TestLazyTimeout: the deadline holds whether or not a timer was armed,
-// Done fires at it, and a released one is done.
+// Done fires at it (not at the parent's cancellation), the parent's values
+// show through, and a released one is done.
 func TestLazyTimeout(t *testing.T) {
-	lt := &lazyTimeout{Context: context.Background(), deadline: time.Now().Add(30 * time.Millisecond)}
+	type key struct{}
+	parent, cancel := context.WithCancel(context.WithValue(context.Background(), key{}, "v"))
+	cancel()
+	lt := &lazyTimeout{values: parent, deadline: time.Now().Add(30 * time.Millisecond)}
 	if d, ok := lt.Deadline(); !ok || d != lt.deadline {
 		t.Fatalf("Deadline() = %v, %v", d, ok)
 	}
 	if lt.cancel != nil {
 		t.Fatal("a timer was armed before anyone waited")
+	}
+	if v := lt.Value(key{}); v != "v" {
+		t.Fatalf("Value = %v; want the parent's \"v\"", v)
+	}
+	if lt.Err() != nil {
+		t.Fatalf("Err() = %v before the deadline: the parent's cancellation leaked in", lt.Err())
 	}
 	select {
 	case <-lt.Done():
@@ -114,7 +124,7 @@ func TestLazyTimeout(t *testing.T) {
 	}
 	lt.release()
 
-	unused := &lazyTimeout{Context: context.Background(), deadline: time.Now().Add(time.Hour)}
+	unused := &lazyTimeout{values: context.Background(), deadline: time.Now().Add(time.Hour)}
 	unused.release()
 	if unused.cancel != nil {
 		t.Fatal("release armed a timer")

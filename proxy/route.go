@@ -18,8 +18,10 @@ func ServiceName(authority string) string {
 		return ""
 	}
 	host = strings.TrimSuffix(host, ".")
-	if _, err := netip.ParseAddr(host); err == nil {
-		return "" // an address names no service
+	if maybeAddr(host) {
+		if _, err := netip.ParseAddr(host); err == nil {
+			return "" // an address names no service
+		}
 	}
 	if !validName(host) {
 		return "" // not a DNS name: nothing discovery could know
@@ -44,6 +46,21 @@ func ServiceName(authority string) string {
 		}
 	}
 	return host
+}
+
+// maybeAddr reports whether host may be an IP address: an IPv6 one has a
+// colon, an IPv4 one only digits and dots. It spares a name the parse
+// (and its error value).
+func maybeAddr(host string) bool {
+	if strings.IndexByte(host, ':') >= 0 {
+		return true
+	}
+	for i := 0; i < len(host); i++ {
+		if c := host[i]; c != '.' && (c < '0' || c > '9') {
+			return false
+		}
+	}
+	return true
 }
 
 // hostOnly strips the port and IPv6 brackets from an authority.

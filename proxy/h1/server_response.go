@@ -69,7 +69,6 @@ var (
 
 func (w *srvResponse) init(c *srvConn, req *http.Request, info *headInfo) {
 	w.c, w.req = c, req
-	w.header = make(http.Header)
 	w.cl = -1
 	w.isHEAD = req.Method == http.MethodHead
 	if info.expect {
@@ -82,7 +81,26 @@ func (w *srvResponse) init(c *srvConn, req *http.Request, info *headInfo) {
 // WriteHeader, are sent as trailers of a chunked response. A key with a
 // nil value suppresses the field the server would add (Date; Content-Length
 // computed when the handler returns).
-func (w *srvResponse) Header() http.Header { return w.header }
+func (w *srvResponse) Header() http.Header {
+	if w.header == nil {
+		w.header = make(http.Header)
+	}
+	return w.header
+}
+
+// SetHeader makes h the response header from now on, as if its fields
+// had been set one by one through Header (they win over fields set
+// before, which are kept otherwise). A proxy passing an answer on saves
+// the copy. h is the response's from then on: the caller must not use it
+// elsewhere.
+func (w *srvResponse) SetHeader(h http.Header) {
+	for k, vv := range w.header {
+		if _, ok := h[k]; !ok {
+			h[k] = vv
+		}
+	}
+	w.header = h
+}
 
 // WriteHeader sends an informational (1xx but 101) response at once, or
 // sets the final status; the final head is sent with the body's first

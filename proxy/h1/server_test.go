@@ -299,6 +299,34 @@ func TestServerKeepAlive(t *testing.T) {
 }
 
 // Pipelined requests are answered in order, each once.
+// SetHeader takes a whole header in place of the response's: its fields
+// win, fields set before and not in it stay.
+func TestServerSetHeader(t *testing.T) {
+	ts := startServer(t, &Server{}, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/set-first" {
+			w.Header().Set("A", "before")
+			w.Header().Set("B", "before")
+		}
+		w.(interface{ SetHeader(http.Header) }).SetHeader(http.Header{"B": {"set"}, "C": {"set"}})
+		w.Header().Set("D", "after") // Header is the set one from now on
+		_, _ = io.WriteString(w, "ok")
+	})
+	c := ts.dial(t)
+	for _, tc := range []struct {
+		path    string
+		a, b, d string
+	}{
+		{"/set-first", "before", "set", "after"},
+		{"/none-first", "", "set", "after"},
+	} {
+		resp, body := c.roundTrip("GET " + tc.path + " HTTP/1.1\r\nHost: a\r\n\r\n")
+		h := resp.Header
+		if body != "ok" || h.Get("A") != tc.a || h.Get("B") != tc.b || h.Get("C") != "set" || h.Get("D") != tc.d {
+			t.Errorf("%s: body %q, header %v; want A=%q B=%q C=set D=%q", tc.path, body, h, tc.a, tc.b, tc.d)
+		}
+	}
+}
+
 func TestServerPipelining(t *testing.T) {
 	ts := startServer(t, &Server{}, func(w http.ResponseWriter, r *http.Request) {
 		b, _ := io.ReadAll(r.Body)
