@@ -29,13 +29,15 @@ const HeaderRetryable = "X-Meshd-Retryable"
 // headers arrived.
 var errTimeout = errors.New("upstream timeout")
 
-var attemptValues = [...]string{"0", "1", "2", "3", "4", "5", "6", "7", "8", "9"}
+// attemptFields are X-Meshd-Attempt's values, shared by every request:
+// nothing changes a field's values in place.
+var attemptFields = [...][]string{{"0"}, {"1"}, {"2"}, {"3"}, {"4"}, {"5"}, {"6"}, {"7"}, {"8"}, {"9"}}
 
-func attemptValue(n int) string {
-	if n < len(attemptValues) {
-		return attemptValues[n]
+func attemptField(n int) []string {
+	if n < len(attemptFields) {
+		return attemptFields[n]
 	}
-	return strconv.Itoa(n)
+	return []string{strconv.Itoa(n)}
 }
 
 // RoundTrip sends one request upstream under the upstream's policy:
@@ -326,7 +328,7 @@ func (x *exchange) attempt(n int, ep *balance.Endpoint, target string) (resp *ht
 	x.rt.attempts, x.rt.endpoint = n, target
 	out := x.req.WithContext(ctx)
 	out.URL.Host = target
-	out.Header.Set(HeaderAttempt, attemptValue(n))
+	out.Header[HeaderAttempt] = attemptField(n)
 	if x.body != nil {
 		out.Body = x.body.attempt()
 	}

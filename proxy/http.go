@@ -155,7 +155,8 @@ func (p *Proxy) serveHTTP(s *httpSide, w http.ResponseWriter, r *http.Request) {
 		p.localReply(lw, r, nil, localReplyFor(err), err.Error())
 	} else {
 		if r.Header.Get(HeaderRequestID) == "" {
-			r.Header.Set(HeaderRequestID, newRequestID())
+			lw.requestID[0] = newRequestID()
+			r.Header[HeaderRequestID] = lw.requestID[:]
 		}
 		if isUpgrade(r) {
 			p.serveUpgrade(lw, r, rt)
@@ -425,6 +426,7 @@ type responseWriter struct {
 	http.ResponseWriter
 	code      int
 	headersAt time.Time
+	requestID [1]string // the X-Request-Id field meshd adds, without an allocation of its own
 }
 
 func (w *responseWriter) WriteHeader(code int) {
