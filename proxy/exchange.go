@@ -124,7 +124,9 @@ type exchange struct {
 // flow.
 type activity struct{ last atomic.Int64 }
 
-func (a *activity) touch() { a.last.Store(time.Now().UnixNano()) }
+func (a *activity) touch() { a.touchAt(time.Now()) }
+
+func (a *activity) touchAt(t time.Time) { a.last.Store(t.UnixNano()) }
 
 func (a *activity) idleFor() time.Duration {
 	return time.Duration(time.Now().UnixNano() - a.last.Load())
@@ -136,8 +138,9 @@ func (x *exchange) run() (*http.Response, error) {
 	x.rctx.Context, x.cancel = context.WithCancel(parent)
 	x.rctx.rt = x.rt
 	x.ctx = &x.rctx
+	now := time.Now()
 	if pol.RequestTimeout > 0 {
-		x.deadline = time.Now().Add(pol.RequestTimeout)
+		x.deadline = now.Add(pol.RequestTimeout)
 		x.ownLimit = true
 	}
 	// The request's own deadline shortens meshd's, never lengthens it:
@@ -148,7 +151,7 @@ func (x *exchange) run() (*http.Response, error) {
 	x.grpc = isGRPC(req)
 	if x.grpc {
 		if t, ok := parseGRPCTimeout(req.Header.Get("Grpc-Timeout")); ok {
-			if d := time.Now().Add(t); x.deadline.IsZero() || d.Before(x.deadline) {
+			if d := now.Add(t); x.deadline.IsZero() || d.Before(x.deadline) {
 				x.deadline, x.ownLimit = d, false
 			}
 		}
@@ -157,10 +160,10 @@ func (x *exchange) run() (*http.Response, error) {
 		x.body = newReplayBody(req.Body, int64(pol.RetryBodyMax))
 		x.body.activity = &x.activity
 	}
-	x.activity.touch()
+	x.activity.touchAt(now)
 	if !x.deadline.IsZero() {
 		x.timerMu.Lock()
-		x.reqTimer = time.AfterFunc(time.Until(x.deadline), x.requestTimeout)
+		x.reqTimer = time.AfterFunc(x.deadline.Sub(now), x.requestTimeout)
 		x.timerMu.Unlock()
 	}
 	x.retryable = resilience.Idempotent(req.Method) || strings.EqualFold(req.Header.Get(HeaderRetryable), "true")
@@ -578,10 +581,11 @@ func (x *exchange) succeed(resp *http.Response, ep *balance.Endpoint, begun bool
 			}
 		}
 	}
-	x.activity.touch()
 	if _, whole := resp.Body.(*wholeBody); whole {
 		// Read whole already: no stream left to go idle.
 	} else if idle := x.pol.StreamIdleTimeout; idle > 0 {
+		// Only this timer reads the activity from here on.
+		x.activity.touch()
 		b.idle = idle
 		b.mu.Lock()
 		b.timer = time.AfterFunc(idle, b.expire)
@@ -649,8 +653,8 @@ type responseBody struct {
 
 func (b *responseBody) Read(p []byte) (int, error) {
 	n, err := b.ReadCloser.Read(p)
-	if n > 0 {
-		b.act.touch()
+	if n > 0 && b.idle > 0 {
+		b.act.touch() // for the stream idle timer, the only reader
 	}
 	if b.onSettle != nil {
 		switch {

@@ -269,7 +269,7 @@ func (p *Proxy) serviceRoute(ctx context.Context, name string) (*route, error) {
 	// the connect timeout, only for a name's first answer. The wait is not
 	// tied to the client's cancellation, and its timer is made only if
 	// discovery waits (lazyTimeout): most lookups need neither.
-	lt := &lazyTimeout{values: ctx, deadline: time.Now().Add(p.cfg.Defaults.ConnectTimeout)}
+	lt := &lazyTimeout{values: ctx, timeout: p.cfg.Defaults.ConnectTimeout}
 	defer lt.release()
 	snap, err := p.resolver.Resolve(lt, name)
 	if err != nil {
@@ -279,12 +279,12 @@ func (p *Proxy) serviceRoute(ctx context.Context, name string) (*route, error) {
 	return &route{key: name, up: u, eps: u.endpoints(snap)}, nil
 }
 
-// lazyTimeout is a context with a deadline whose timer is armed only when
-// something asks for Done or Err. It has its parent's values, not its
-// cancellation.
+// lazyTimeout is a context with a timeout whose timer is armed only when
+// something asks for Done, Err or Deadline: the timeout counts from then,
+// when a wait begins. It has its parent's values, not its cancellation.
 type lazyTimeout struct {
-	values   context.Context
-	deadline time.Time
+	values  context.Context
+	timeout time.Duration
 
 	once   sync.Once
 	armed  context.Context
@@ -292,7 +292,7 @@ type lazyTimeout struct {
 }
 
 func (c *lazyTimeout) arm() context.Context {
-	c.once.Do(func() { c.armed, c.cancel = context.WithDeadline(context.WithoutCancel(c.values), c.deadline) })
+	c.once.Do(func() { c.armed, c.cancel = context.WithTimeout(context.WithoutCancel(c.values), c.timeout) })
 	if c.armed == nil {
 		return releasedContext // used after release
 	}
@@ -306,7 +306,7 @@ var releasedContext = func() context.Context {
 	return ctx
 }()
 
-func (c *lazyTimeout) Deadline() (time.Time, bool) { return c.deadline, true }
+func (c *lazyTimeout) Deadline() (time.Time, bool) { return c.arm().Deadline() }
 func (c *lazyTimeout) Done() <-chan struct{}       { return c.arm().Done() }
 func (c *lazyTimeout) Err() error                  { return c.arm().Err() }
 func (c *lazyTimeout) Value(key any) any           { return c.values.Value(key) }

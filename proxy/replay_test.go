@@ -94,25 +94,27 @@ func TestParseGRPCTimeout(t *testing.T) {
 	}
 }
 
-// TestLazyTimeout: the deadline holds whether or not a timer was armed,
-// Done fires at it (not at the parent's cancellation), the parent's values
-// show through, and a released one is done.
+// TestLazyTimeout: no timer until something waits, the timeout counts
+// from then, Done fires at it (not at the parent's cancellation), the
+// parent's values show through, and a released one is done.
 func TestLazyTimeout(t *testing.T) {
 	type key struct{}
 	parent, cancel := context.WithCancel(context.WithValue(context.Background(), key{}, "v"))
 	cancel()
-	lt := &lazyTimeout{values: parent, deadline: time.Now().Add(30 * time.Millisecond)}
-	if d, ok := lt.Deadline(); !ok || d != lt.deadline {
-		t.Fatalf("Deadline() = %v, %v", d, ok)
+	lt := &lazyTimeout{values: parent, timeout: 30 * time.Millisecond}
+	if v := lt.Value(key{}); v != "v" {
+		t.Fatalf("Value = %v; want the parent's \"v\"", v)
 	}
 	if lt.cancel != nil {
 		t.Fatal("a timer was armed before anyone waited")
 	}
-	if v := lt.Value(key{}); v != "v" {
-		t.Fatalf("Value = %v; want the parent's \"v\"", v)
-	}
+	time.Sleep(50 * time.Millisecond) // longer than the timeout: it has not begun
+	start := time.Now()
 	if lt.Err() != nil {
-		t.Fatalf("Err() = %v before the deadline: the parent's cancellation leaked in", lt.Err())
+		t.Fatalf("Err() = %v at the first wait: the timeout counted from creation, or the parent's cancellation leaked in", lt.Err())
+	}
+	if d, ok := lt.Deadline(); !ok || d.Before(start) || d.After(time.Now().Add(30*time.Millisecond)) {
+		t.Fatalf("Deadline() = %v, %v; want about 30 ms after the first wait", d, ok)
 	}
 	select {
 	case <-lt.Done():
@@ -124,7 +126,7 @@ func TestLazyTimeout(t *testing.T) {
 	}
 	lt.release()
 
-	unused := &lazyTimeout{values: context.Background(), deadline: time.Now().Add(time.Hour)}
+	unused := &lazyTimeout{values: context.Background(), timeout: time.Hour}
 	unused.release()
 	if unused.cancel != nil {
 		t.Fatal("release armed a timer")
