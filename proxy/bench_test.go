@@ -12,6 +12,7 @@ import (
 
 	"github.com/meshd/meshd/config"
 	"github.com/meshd/meshd/discovery"
+	"github.com/meshd/meshd/internal/fixedhttp"
 	"github.com/meshd/meshd/proxy/balance"
 	"github.com/meshd/meshd/resilience"
 )
@@ -57,38 +58,7 @@ func BenchmarkPerRequestResilience(b *testing.B) {
 func BenchmarkHTTP1Request(b *testing.B) {
 	body := strings.Repeat("x", 1024)
 	answer := []byte("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 1024\r\n\r\n" + body)
-	upLn, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer upLn.Close()
-	go func() {
-		for {
-			c, err := upLn.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				br := bufio.NewReader(c)
-				for {
-					// Requests carry no body: a head ends at an empty line.
-					for {
-						line, err := br.ReadSlice('\n')
-						if err != nil {
-							return
-						}
-						if len(line) <= 2 {
-							break
-						}
-					}
-					if _, err := c.Write(answer); err != nil {
-						return
-					}
-				}
-			}()
-		}
-	}()
+	up := fixedhttp.Start(b, answer)
 
 	cfg := config.Default()
 	cfg.AccessLog = false
@@ -97,7 +67,7 @@ func BenchmarkHTTP1Request(b *testing.B) {
 		b.Fatal(err)
 	}
 	port := uint16(ln.Addr().(*net.TCPAddr).Port)
-	p := New(Options{Config: cfg, Resolver: discovery.Chain{discovery.NewStatic(map[string][]string{"echo": {upLn.Addr().String()}})},
+	p := New(Options{Config: cfg, Resolver: discovery.Chain{discovery.NewStatic(map[string][]string{"echo": {up}})},
 		Log: zap.NewNop(), OwnPorts: []uint16{port}})
 	done := make(chan struct{})
 	go func() { _ = p.ServeOutbound(ln); close(done) }()

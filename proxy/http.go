@@ -343,23 +343,30 @@ func (p *Proxy) newH2Transport() *http2.Transport {
 	return &http2.Transport{
 		AllowHTTP: true,
 		DialTLSContext: func(ctx context.Context, _, addr string, _ *tls.Config) (net.Conn, error) {
-			timeout := p.cfg.Defaults.ConnectTimeout
-			if rt, ok := ctx.Value(routeKey).(*route); ok {
-				timeout = rt.policy(p).ConnectTimeout
-			}
-			c, err := p.dial(ctx, addr, timeout)
-			if err != nil {
-				return nil, err
-			}
-			if s := sockio.New(c); s != nil {
-				return s, nil
-			}
-			return c, nil
+			return p.dialHTTP(ctx, addr)
 		},
 		DisableCompression: true,
 		ReadIdleTimeout:    30 * time.Second,
 		PingTimeout:        10 * time.Second,
 	}
+}
+
+// dialHTTP connects to an HTTP upstream within the connect timeout of the
+// request's route (the default one without a route). The connection reads
+// and writes with raw system calls (proxy/sockio).
+func (p *Proxy) dialHTTP(ctx context.Context, addr string) (net.Conn, error) {
+	timeout := p.cfg.Defaults.ConnectTimeout
+	if rt, ok := ctx.Value(routeKey).(*route); ok {
+		timeout = rt.policy(p).ConnectTimeout
+	}
+	c, err := p.dial(ctx, addr, timeout)
+	if err != nil {
+		return nil, err
+	}
+	if s := sockio.New(c); s != nil {
+		return s, nil
+	}
+	return c, nil
 }
 
 // transportFor picks the upstream client matching the request's protocol.
@@ -375,20 +382,7 @@ func (p *Proxy) transportFor(r *http.Request) http.RoundTripper {
 // connections pooled per endpoint address.
 func (p *Proxy) newTransport() *h1.Transport {
 	return &h1.Transport{
-		DialContext: func(ctx context.Context, addr string) (net.Conn, error) {
-			timeout := p.cfg.Defaults.ConnectTimeout
-			if rt, ok := ctx.Value(routeKey).(*route); ok {
-				timeout = rt.policy(p).ConnectTimeout
-			}
-			c, err := p.dial(ctx, addr, timeout)
-			if err != nil {
-				return nil, err
-			}
-			if s := sockio.New(c); s != nil {
-				return s, nil
-			}
-			return c, nil
-		},
+		DialContext:            p.dialHTTP,
 		MaxIdleConnsPerHost:    256,
 		MaxConnsPerHost:        p.cfg.MaxConnsPerEndpoint,
 		IdleConnTimeout:        90 * time.Second,

@@ -10,8 +10,9 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"strconv"
-	"sync"
 	"testing"
+
+	"github.com/meshd/meshd/internal/fixedhttp"
 )
 
 // clientBenchBody is the 1 KiB response body of the benchmarks.
@@ -20,59 +21,9 @@ var clientBenchBody = bytes.Repeat([]byte("0123456789abcdef"), 64)
 // clientBenchRawServer answers every request with a fixed 1 KiB response
 // without allocating, so that allocs/op counts the client's own.
 func clientBenchRawServer(b *testing.B) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
 	resp := append([]byte("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: "+
 		strconv.Itoa(len(clientBenchBody))+"\r\n\r\n"), clientBenchBody...)
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var conns []net.Conn
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				br := bufio.NewReader(c)
-				for {
-					// A GET: the head ends with an empty line.
-					for {
-						line, err := br.ReadSlice('\n')
-						if err != nil {
-							return
-						}
-						if len(line) <= 2 {
-							break
-						}
-					}
-					if _, err := c.Write(resp); err != nil {
-						return
-					}
-				}
-			}()
-		}
-	}()
-	b.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		for _, c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
-	})
-	return "http://" + ln.Addr().String() + "/bench?q=1"
+	return "http://" + fixedhttp.Start(b, resp) + "/bench?q=1"
 }
 
 func clientBenchHTTPServer(b *testing.B) string {

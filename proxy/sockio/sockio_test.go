@@ -17,7 +17,7 @@ import (
 
 // pair returns a connected loopback pair: the accepted side wrapped in a
 // Conn, and the dialing side as it is.
-func pair(t *testing.T) (*Conn, *net.TCPConn) {
+func pair(t testing.TB) (*Conn, *net.TCPConn) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -234,24 +234,10 @@ func BenchmarkRoundTrip(b *testing.B) {
 		wrap bool
 	}{{"tcp", false}, {"sockio", true}} {
 		b.Run(tc.name, func(b *testing.B) {
-			ln, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer ln.Close()
-			peer, err := net.Dial("tcp", ln.Addr().String())
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer peer.Close()
-			ac, err := ln.Accept()
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer ac.Close()
-			var c net.Conn = ac
-			if tc.wrap {
-				c = New(ac.(*net.TCPConn))
+			s, peer := pair(b)
+			var c net.Conn = s
+			if !tc.wrap {
+				c = s.TCPConn
 			}
 			go func() { _, _ = io.Copy(peer, peer) }() // echo
 			msg := make([]byte, 1024)
