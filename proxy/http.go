@@ -10,8 +10,8 @@ import (
 	"errors"
 	"net"
 	"net/http"
-	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -42,14 +42,16 @@ const (
 // strict server (proxy/h1), HTTP/2 with prior knowledge with x/net/http2,
 // both on the connection's own goroutine after protocol detection.
 type httpSide struct {
-	name string
-	h1   *h1.Server
-	base *http.Server // HTTP/2's base configuration; it serves nothing itself
-	h2   *http2.Server
+	name  string
+	index int                          // sideOutbound or sideInbound
+	local atomic.Pointer[requestStats] // the request metrics of requests with no upstream
+	h1    *h1.Server
+	base  *http.Server // HTTP/2's base configuration; it serves nothing itself
+	h2    *http2.Server
 }
 
-func (p *Proxy) newHTTPSide(name string) *httpSide {
-	s := &httpSide{name: name}
+func (p *Proxy) newHTTPSide(name string, index int) *httpSide {
+	s := &httpSide{name: name, index: index}
 	errorLog := zap.NewStdLog(p.log.Named(name).WithOptions(zap.IncreaseLevel(zap.WarnLevel)))
 	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { p.serveHTTP(s, w, r) })
 	s.h1 = &h1.Server{
@@ -177,14 +179,14 @@ func (p *Proxy) account(s *httpSide, r *http.Request, rt *route, lw *responseWri
 	case code == 0:
 		code = 499 // the client went away before an answer
 	}
-	label := p.label(rt, s.name)
 	if p.metrics != nil {
-		p.metrics.Requests.WithLabelValues(s.name, label, strconv.Itoa(code)).Inc()
+		st := p.stats(s, rt)
+		st.count(p, code)
 		end := lw.headersAt
 		if end.IsZero() {
 			end = time.Now()
 		}
-		p.metrics.RequestDuration.WithLabelValues(s.name, label).Observe(end.Sub(start).Seconds())
+		st.duration.Observe(end.Sub(start).Seconds())
 	}
 	if p.cfg.AccessLog {
 		var attempts int

@@ -97,8 +97,8 @@ func New(o Options) *Proxy {
 	}
 	p.transport = p.newTransport()
 	p.h2transport = p.newH2Transport()
-	p.outbound = p.newHTTPSide("outbound")
-	p.inbound = p.newHTTPSide("inbound")
+	p.outbound = p.newHTTPSide("outbound", sideOutbound)
+	p.inbound = p.newHTTPSide("inbound", sideInbound)
 	p.lastIdle.Store(time.Now().UnixNano())
 	return p
 }

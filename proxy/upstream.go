@@ -36,6 +36,8 @@ type upstream struct {
 
 	mu  sync.Mutex
 	cur atomic.Pointer[endpointSet]
+
+	stats [2]atomic.Pointer[requestStats] // by side (sideOutbound, sideInbound), made at first use
 }
 
 type endpointSet struct {
