@@ -198,6 +198,9 @@ func (r *Resolver) run(ctx context.Context, w *watch) {
 				// without keeping a query open for it.
 				w.snap.Store(nil)
 				w.expires.Store(time.Now().Add(r.o.UnknownTTL).UnixNano())
+				// Stopped before anyone waiting is told: a caller that got
+				// the answer sees no watch left open.
+				w.stopped.Store(true)
 				if first {
 					close(w.ready)
 				}
