@@ -104,7 +104,8 @@ type exchange struct {
 	ctx       context.Context // the request's own, with meshd's deadline: &rctx
 	cancel    context.CancelFunc
 	rctx      routeContext
-	deadline  time.Time // zero: none
+	first     http.Request // the first try's request
+	deadline  time.Time    // zero: none
 	timedOut  atomic.Bool
 	timerMu   sync.Mutex // guards reqTimer's re-arming against stopRequestTimer
 	reqTimer  *time.Timer
@@ -329,7 +330,15 @@ func (x *exchange) attempt(n int, ep *balance.Endpoint, target string) (resp *ht
 		tryTimer = time.AfterFunc(pt, func() { fired.Store(true); cancel() })
 	}
 	x.rt.attempts, x.rt.endpoint = n, target
-	out := x.req.WithContext(ctx)
+	var out *http.Request
+	if n == 1 {
+		// The first try's request is part of the exchange. A retry's is
+		// its own: the try it replaces may still hold the one before.
+		x.first = *x.req.WithContext(ctx)
+		out = &x.first
+	} else {
+		out = x.req.WithContext(ctx)
+	}
 	out.URL.Host = target
 	out.Header[HeaderAttempt] = attemptField(n)
 	if x.body != nil {
