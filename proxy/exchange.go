@@ -105,6 +105,8 @@ type exchange struct {
 	cancel    context.CancelFunc
 	rctx      routeContext
 	first     http.Request // the first try's request
+	whole     wholeBody    // the first try's answer, when read whole
+	respBody  responseBody // the answer handed on
 	deadline  time.Time    // zero: none
 	timedOut  atomic.Bool
 	timerMu   sync.Mutex // guards reqTimer's re-arming against stopRequestTimer
@@ -349,7 +351,11 @@ func (x *exchange) attempt(n int, ep *balance.Endpoint, target string) (resp *ht
 	}
 	resp, err = x.p.transportFor(out).RoundTrip(out)
 	if err == nil && x.saveable(resp) {
-		if berr := readWhole(resp); berr != nil {
+		var into *wholeBody
+		if n == 1 {
+			into = &x.whole
+		}
+		if berr := readWhole(resp, into); berr != nil {
 			resp, err = nil, fmt.Errorf("%w: %w", errCutResponse, berr)
 		}
 	}
@@ -378,8 +384,9 @@ func (x *exchange) saveable(resp *http.Response) bool {
 
 // readWhole reads a response body of known length into memory (a pooled
 // buffer when it fits) and releases the upstream connection. On error the
-// body is closed and the response must be dropped.
-func readWhole(resp *http.Response) error {
+// body is closed and the response must be dropped. The new body is into,
+// or a new one when into is nil.
+func readWhole(resp *http.Response, into *wholeBody) error {
 	n := int(resp.ContentLength)
 	var pooled *[]byte
 	var buf []byte
@@ -397,7 +404,11 @@ func readWhole(resp *http.Response) error {
 		}
 		return err
 	}
-	resp.Body = &wholeBody{buf: buf, pooled: pooled}
+	if into == nil {
+		into = new(wholeBody)
+	}
+	*into = wholeBody{buf: buf, pooled: pooled}
+	resp.Body = into
 	return nil
 }
 
@@ -573,7 +584,8 @@ func (x *exchange) succeed(resp *http.Response, ep *balance.Endpoint, begun bool
 		x.u.limiter.Release()
 		return resp
 	}
-	b := &responseBody{ReadCloser: resp.Body, resp: resp, client: x.req.Context(), act: &x.activity,
+	b := &x.respBody // an exchange answers once
+	*b = responseBody{ReadCloser: resp.Body, resp: resp, client: x.req.Context(), act: &x.activity,
 		ep: ep, limiter: x.u.limiter, cancels: [2]context.CancelFunc{tryCancel, x.cancel}}
 	if inTrailers {
 		b.onSettle = func(failure, ignore bool) {
