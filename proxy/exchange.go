@@ -51,11 +51,12 @@ func (p *Proxy) RoundTrip(req *http.Request) (*http.Response, error) {
 	if rt == nil {
 		return nil, errors.New("request without a route")
 	}
-	return p.roundTrip(req, rt)
+	return p.roundTrip(req, rt, new(exchange))
 }
 
-// roundTrip is RoundTrip for a request whose route is known.
-func (p *Proxy) roundTrip(req *http.Request, rt *route) (*http.Response, error) {
+// roundTrip is RoundTrip for a request whose route is known; x is the
+// exchange to fill, part of the request's state.
+func (p *Proxy) roundTrip(req *http.Request, rt *route, x *exchange) (*http.Response, error) {
 	if rt.up == nil {
 		// Inbound: delivered to the local app as it is, under no policy
 		// but the connect timeout.
@@ -72,7 +73,7 @@ func (p *Proxy) roundTrip(req *http.Request, rt *route) (*http.Response, error) 
 		return nil, err
 	}
 	u.budget.Request()
-	x := &exchange{p: p, u: u, rt: rt, pol: &u.policy, req: req, breakerDone: done}
+	*x = exchange{p: p, u: u, rt: rt, pol: &u.policy, req: req, breakerDone: done}
 	return x.run()
 }
 

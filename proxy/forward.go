@@ -59,7 +59,7 @@ func (p *Proxy) forward(w *responseWriter, r *http.Request, rt *route) {
 	}
 	out.URL.Scheme = "http"
 
-	resp, err := p.roundTrip(out, rt)
+	resp, err := p.roundTrip(out, rt, &w.st.x)
 	if err != nil {
 		p.answerError(w, out, rt, err)
 		return

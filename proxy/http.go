@@ -138,7 +138,9 @@ func (p *Proxy) serveHTTP(s *httpSide, w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	start := time.Now()
-	lw := &responseWriter{ResponseWriter: w}
+	st := &requestState{}
+	lw := &st.w
+	lw.ResponseWriter, lw.st = w, st
 	var rt *route
 	defer func() {
 		if v := recover(); v != nil {
@@ -152,7 +154,7 @@ func (p *Proxy) serveHTTP(s *httpSide, w http.ResponseWriter, r *http.Request) {
 		}
 	}()
 	var err error
-	rt, err = p.routeHTTP(r, info)
+	rt, err = p.routeHTTP(r, info, st)
 	if err != nil {
 		p.localReply(lw, r, nil, localReplyFor(err), err.Error())
 	} else {
@@ -242,12 +244,13 @@ func (p *Proxy) localReply(w http.ResponseWriter, r *http.Request, rt *route, lr
 // target; outbound ones to the service their authority names, or, when
 // discovery does not know it, to the original destination (redirected) or
 // the authority itself (explicit mode).
-func (p *Proxy) routeHTTP(r *http.Request, info *connInfo) (*route, error) {
+func (p *Proxy) routeHTTP(r *http.Request, info *connInfo, st *requestState) (*route, error) {
 	if info.inbound {
-		return &route{key: "inbound", target: p.inboundTarget(info.dst)}, nil
+		st.rt = route{key: "inbound", target: p.inboundTarget(info.dst)}
+		return &st.rt, nil
 	}
 	if name := ServiceName(r.Host); name != "" {
-		rt, err := p.serviceRoute(r.Context(), name)
+		rt, err := p.serviceRouteInto(r.Context(), name, &st.rt, &st.lt)
 		if err == nil || !errors.Is(err, discovery.ErrUnknownService) {
 			return rt, err
 		}
@@ -262,23 +265,40 @@ func (p *Proxy) routeHTTP(r *http.Request, info *connInfo) (*route, error) {
 	if p.isSelf(target) {
 		return nil, ErrLoop
 	}
-	return &route{key: target, up: p.passthrough(target), target: target}, nil
+	st.rt = route{key: target, up: p.passthrough(target), target: target}
+	return &st.rt, nil
+}
+
+// requestState is what serving one HTTP request needs of its own, made in
+// one allocation: the response writer, the route, the discovery wait's
+// context and the exchange.
+type requestState struct {
+	w  responseWriter
+	rt route
+	lt lazyTimeout
+	x  exchange
 }
 
 // serviceRoute resolves a mesh service to its current endpoints.
 func (p *Proxy) serviceRoute(ctx context.Context, name string) (*route, error) {
+	return p.serviceRouteInto(ctx, name, new(route), new(lazyTimeout))
+}
+
+// serviceRouteInto is serviceRoute filling rt, with lt for the wait.
+func (p *Proxy) serviceRouteInto(ctx context.Context, name string, rt *route, lt *lazyTimeout) (*route, error) {
 	// Discovery answers at once for a name it watches; it waits, at most
 	// the connect timeout, only for a name's first answer. The wait is not
 	// tied to the client's cancellation, and its timer is made only if
 	// discovery waits (lazyTimeout): most lookups need neither.
-	lt := &lazyTimeout{values: ctx, timeout: p.cfg.Defaults.ConnectTimeout}
+	*lt = lazyTimeout{values: ctx, timeout: p.cfg.Defaults.ConnectTimeout}
 	defer lt.release()
 	snap, err := p.resolver.Resolve(lt, name)
 	if err != nil {
 		return nil, err
 	}
 	u := p.upstream(name)
-	return &route{key: name, up: u, eps: u.endpoints(snap)}, nil
+	*rt = route{key: name, up: u, eps: u.endpoints(snap)}
+	return rt, nil
 }
 
 // lazyTimeout is a context with a timeout whose timer is armed only when
@@ -420,6 +440,7 @@ var copyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b 
 // It also remembers the status code for the access log.
 type responseWriter struct {
 	http.ResponseWriter
+	st        *requestState // the request's, whose part this writer is
 	code      int
 	headersAt time.Time
 	requestID [1]string // the X-Request-Id field meshd adds, without an allocation of its own
