@@ -328,8 +328,9 @@ func (x *exchange) attempt(n int, ep *balance.Endpoint, target string) (resp *ht
 		ctx, cancel = context.WithCancel(x.ctx)
 	}
 	var tryTimer *time.Timer
-	var fired atomic.Bool
+	var fired *atomic.Bool // made only with a per-try timeout
 	if pt := x.pol.PerTryTimeout; pt > 0 {
+		fired = new(atomic.Bool)
 		tryTimer = time.AfterFunc(pt, func() { fired.Store(true); cancel() })
 	}
 	x.rt.attempts, x.rt.endpoint = n, target
@@ -363,7 +364,7 @@ func (x *exchange) attempt(n int, ep *balance.Endpoint, target string) (resp *ht
 	if tryTimer != nil {
 		tryTimer.Stop()
 	}
-	return resp, fired.Load(), cancel, err
+	return resp, fired != nil && fired.Load(), cancel, err
 }
 
 func noCancel() {}
