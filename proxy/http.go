@@ -70,6 +70,9 @@ func (p *Proxy) newHTTPSide(name string, index int) *httpSide {
 	}
 	// HTTP/2 with prior knowledge (h2c, so gRPC) is served by x/net/http2
 	// on the same handler; its flow control is the library's.
+	if index == sideOutbound {
+		s.h1.Relay = func(rc *h1.RelayConn) { p.relay(s, rc) }
+	}
 	s.h2 = &http2.Server{IdleTimeout: p.cfg.IdleTimeout, MaxReadFrameSize: 1 << 20}
 	return s
 }
@@ -415,11 +418,17 @@ func (p *Proxy) newTransport() *h1.Transport {
 
 // newRequestID returns a random (version 4) UUID.
 func newRequestID() string {
+	var s [36]byte
+	appendRequestID(&s)
+	return string(s[:])
+}
+
+// appendRequestID writes a random (version 4) UUID into s.
+func appendRequestID(s *[36]byte) {
 	var u [16]byte
 	_, _ = rand.Read(u[:])
 	u[6] = u[6]&0x0f | 0x40
 	u[8] = u[8]&0x3f | 0x80
-	var s [36]byte
 	hex.Encode(s[0:8], u[0:4])
 	s[8] = '-'
 	hex.Encode(s[9:13], u[4:6])
@@ -429,7 +438,6 @@ func newRequestID() string {
 	hex.Encode(s[19:23], u[8:10])
 	s[23] = '-'
 	hex.Encode(s[24:], u[10:])
-	return string(s[:])
 }
 
 // copyBufs are the 32 KiB buffers of body copies.

@@ -809,11 +809,22 @@ func (cc *clientConn) readResponse(req, orig *http.Request, pl *clientPlan, w *c
 		// acted on (RFC 9110 §15.5.9), and this connection is done.
 		return nil, clientErrIdle408
 	}
-	fr, err := clientFrame(resp, req.Method)
-	if err != nil {
+	if err := cc.frameBody(x, req.Method, req.Context(), pl.close, w, stop); err != nil {
 		return nil, err
 	}
-	keep := fr.keep && !pl.close
+	return resp, nil
+}
+
+// frameBody gives x.resp its body, as its framing says, or releases the
+// connection when it has none. close says the request asked for the
+// connection to close.
+func (cc *clientConn) frameBody(x *clientResponse, method string, ctx context.Context, close bool, w *clientWriter, stop func() bool) error {
+	resp := &x.resp
+	fr, err := clientFrame(resp, method)
+	if err != nil {
+		return err
+	}
+	keep := fr.keep && !close
 	resp.Close = !fr.keep
 	if w != nil {
 		w.answered(keep)
@@ -821,13 +832,13 @@ func (cc *clientConn) readResponse(req, orig *http.Request, pl *clientPlan, w *c
 	if fr.kind == clientBodyNone {
 		resp.Body = http.NoBody
 		cc.release(keep, w, stop)
-		return resp, nil
+		return nil
 	}
 	b := &x.body
-	*b = clientBody{cc: cc, w: w, stop: stop, ctx: req.Context(), resp: resp,
+	*b = clientBody{cc: cc, w: w, stop: stop, ctx: ctx, resp: resp,
 		kind: fr.kind, n: fr.n, keep: keep, maxTrailer: cc.p.t.maxHead()}
 	resp.Body = b
-	return resp, nil
+	return nil
 }
 
 // clientResponse is what a response needs, allocated at once.

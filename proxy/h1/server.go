@@ -70,6 +70,10 @@ type Server struct {
 	// standard logger.
 	ErrorLog *log.Logger
 
+	// Relay, when set, is offered each plain request (see RelayConn)
+	// before the Handler; a request it does not take goes to the Handler.
+	Relay func(rc *RelayConn)
+
 	noKeepAlive atomic.Bool
 	mu          sync.Mutex
 	conns       map[*srvConn]struct{}
@@ -226,6 +230,7 @@ type srvConn struct {
 	timer     *time.Timer // starts the watch of a long-running handler
 	rdeadline bool        // a read deadline may be set on nc
 	linger    bool        // client bytes may be left unread: close gently
+	relay     RelayConn   // the request offered to Server.Relay
 
 	state  atomic.Int32 // srvActive, srvIdle or srvClosing
 	broken atomic.Bool  // the connection cannot carry another request
@@ -267,6 +272,12 @@ func (c *srvConn) serve() {
 	for first := true; ; first = false {
 		if !c.waitRequest(first) {
 			return
+		}
+		if c.srv.Relay != nil && c.tryRelay() {
+			if c.flush() != nil || c.relay.close || c.broken.Load() || c.srv.noKeepAlive.Load() {
+				return
+			}
+			continue
 		}
 		x, err := c.readRequest()
 		if err != nil {
@@ -322,13 +333,15 @@ func (c *srvConn) close() {
 // shut is Close's: the connection ends now.
 func (c *srvConn) shut() {
 	c.state.Store(srvClosing)
+	// The connection closes before the handler hears of it: a handler
+	// that returns at once must find nothing left to answer on.
+	_ = c.nc.Close()
 	c.mu.Lock()
 	cancel := c.cancel
 	c.mu.Unlock()
 	if cancel != nil {
 		cancel()
 	}
-	_ = c.nc.Close()
 }
 
 // setReadTimeout sets nc's read deadline d from now; zero clears it.

@@ -1,0 +1,395 @@
+package proxy
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+	"go.uber.org/zap"
+
+	"github.com/meshd/meshd/proxy/h1"
+	"github.com/meshd/meshd/resilience"
+)
+
+// The relay is the outbound path of plain HTTP/1.1 requests to a mesh
+// service: proxy/h1 offers it each request whose head and body are already
+// buffered and hold nothing unusual (h1.ScanRequest), and it forwards the
+// bytes as they are, under the same resilience policy as the general path
+// (exchange), without building an http.Request, a header map or a
+// context per request. It declines, leaving the request to the general
+// path, whatever it does not handle the same way: inbound requests,
+// authorities discovery does not know (passthrough), errors of routing,
+// no request timeout, or a body over the retry body limit.
+//
+// What differs from the general path: the client is not watched for going
+// away while the upstream works on its request (the request timeout
+// bounds that wait, which is why a route without one is not relayed);
+// field names go upstream as the client wrote them, in its order.
+
+// relayState is what relaying needs of its own on one client connection,
+// made at its first relayed request and used by each of them in turn.
+type relayState struct {
+	host      string // the last Host, kept so that the next one costs no string
+	rt        route
+	routeWait *lazyTimeout // discovery's wait for a name's first answer
+	connWait  *lazyTimeout // the wait for an upstream connection, and its dial
+	rctx      routeContext
+	x         exchange // for its endpoint choice only
+	out       []byte   // the request sent upstream
+	buf       []byte   // the answer's head, and a short answer's body
+	resp      h1.RelayResponse
+	requestID [36]byte
+}
+
+// relay is proxy/h1's Server.Relay on the outbound listener.
+func (p *Proxy) relay(s *httpSide, rc *h1.RelayConn) {
+	req := &rc.Req
+	info, _ := rc.Context().Value(connInfoKey).(*connInfo)
+	if info == nil || info.inbound || req.NumFields() > p.cfg.MaxHeaderCount {
+		return
+	}
+	rs, _ := rc.State.(*relayState)
+	if rs == nil {
+		rs = new(relayState)
+		rc.State = rs
+	}
+	if string(req.Host) != rs.host {
+		rs.host = string(req.Host)
+	}
+	name := ServiceName(rs.host)
+	if name == "" {
+		return
+	}
+	start := time.Now()
+	rs.routeWait = reusable(rs.routeWait)
+	rt, err := p.serviceRouteInto(rc.Context(), name, &rs.rt, rs.routeWait)
+	if err != nil {
+		return
+	}
+	if pol := &rt.up.policy; pol.RequestTimeout <= 0 || req.ContentLength > int64(pol.RetryBodyMax) {
+		return
+	}
+	rc.Take()
+	code, cut, reason := p.relayExchange(rc, rs, rt, start)
+	if p.metrics != nil {
+		st := p.stats(s, rt)
+		st.count(p, code)
+		st.duration.Observe(time.Since(start).Seconds())
+	}
+	if p.cfg.AccessLog {
+		path := req.Target
+		for i, c := range path {
+			if c == '?' {
+				path = path[:i]
+				break
+			}
+		}
+		id, _ := req.Get(HeaderRequestID)
+		if len(id) == 0 {
+			id = rs.requestID[:]
+		}
+		p.log.Info("request", zap.String("direction", s.name), zap.String("method", req.Method),
+			zap.String("authority", rs.host), zap.ByteString("path", path), zap.Int("code", code),
+			zap.Duration("duration", time.Since(start)), zap.String("upstream", rt.key),
+			zap.Int("attempts", rt.attempts), zap.String("endpoint", rt.endpoint),
+			zap.String("x_meshd_error", reason), zap.Bool("cut", cut),
+			zap.ByteString("request_id", id))
+	}
+}
+
+// relayExchange sends the request along rt under its upstream's policy,
+// as exchange.run does, and answers the client. It returns the status
+// answered, whether the answer was cut, and the local reply's reason.
+func (p *Proxy) relayExchange(rc *h1.RelayConn, rs *relayState, rt *route, start time.Time) (code int, cut bool, reason string) {
+	req := &rc.Req
+	u := rt.up
+	pol := &u.policy
+	if !u.limiter.Acquire() {
+		return p.relayLocal(rc, rt, replyOverloaded, resilience.ErrOverloaded.Error())
+	}
+	done, err := u.breaker.Allow()
+	if err != nil {
+		u.limiter.Release()
+		return p.relayLocal(rc, rt, localReplyFor(err), err.Error())
+	}
+	u.budget.Request()
+	deadline := start.Add(pol.RequestTimeout)
+	retryable := resilience.Idempotent(req.Method)
+	if v, ok := req.Get(HeaderRetryable); ok && h1.EqualFold(v, "true") {
+		retryable = true
+	}
+	id, ok := req.Get(HeaderRequestID)
+	newID := !ok || len(id) == 0
+	if newID {
+		appendRequestID(&rs.requestID)
+	}
+	x := &rs.x
+	x.p, x.u, x.rt, x.tried = p, u, rt, nil
+	rs.rctx = routeContext{Context: rc.Context(), rt: rt}
+	rr := &rs.resp
+	var bo backoff.BackOff
+	budgetOut := false
+	for attempt := 1; ; attempt++ {
+		ep, target, begun := x.pick()
+		if target == "" {
+			done(resilience.Ignore)
+			u.limiter.Release()
+			return p.relayLocal(rc, rt, replyNoHealthy, ErrNoHealthyUpstream.Error())
+		}
+		rt.attempts, rt.endpoint = attempt, target
+		tryDeadline := deadline
+		if pt := pol.PerTryTimeout; pt > 0 {
+			if d := time.Now().Add(pt); d.Before(deadline) {
+				tryDeadline = d
+			}
+		}
+		rs.out = relayRequestHead(rs.out[:0], req, attempt, newID, &rs.requestID)
+		rs.out = append(rs.out, req.Body...)
+		if ep != nil {
+			ep.Acquire()
+		}
+		rs.connWait = reusable(rs.connWait)
+		*rs.connWait = lazyTimeout{values: &rs.rctx, timeout: time.Until(tryDeadline)}
+		err := p.transport.Relay(rs.connWait, target, tryDeadline, rs.out, req.Method, rr)
+		rs.connWait.release()
+		if err == nil && rr.Resp != nil && relaySaveable(rr.Resp, req.Method, int64(pol.RetryBodyMax)) {
+			if berr := readWhole(rr.Resp, nil); berr != nil {
+				err = fmt.Errorf("%w: %w", errCutResponse, berr)
+			}
+		}
+		timedOut := err != nil && errors.Is(err, os.ErrDeadlineExceeded)
+		var outcome resilience.Outcome
+		if err != nil {
+			outcome = classify(nil, err, timedOut, false)
+		} else {
+			outcome = resilience.StatusOutcome(rr.Status)
+		}
+		if ep != nil && begun {
+			u.ejector.Done(ep.Addr, outcome.Failure)
+		}
+		final := err == nil && !outcome.Failure && outcome.Cond == 0 && !pol.RetryOn.RetriesStatus(rr.Status)
+		if !final {
+			var de *DialError
+			sent := !errors.As(err, &de) && !errors.Is(err, h1.ErrServerClosedIdle)
+			canRetry := attempt <= pol.RetryMax && time.Now().Before(deadline) &&
+				resilience.ShouldRetry(pol.RetryOn, req.Method, retryable, true, sent, outcome)
+			if canRetry {
+				if bo == nil {
+					bo = resilience.NewBackoff(pol.RetryBackoffBase, pol.RetryBackoffMax, nil)
+				}
+				wait := bo.NextBackOff()
+				switch {
+				case time.Now().Add(wait).After(deadline):
+					// No time left for another attempt: the last answer stands.
+				case !u.budget.TryRetry():
+					budgetOut = err == nil
+				default:
+					if err == nil {
+						relayDiscard(rr)
+					}
+					if ep != nil {
+						ep.Release()
+					}
+					p.countRetry(u, outcome)
+					if wait > 0 {
+						time.Sleep(wait)
+					}
+					x.remember(ep)
+					continue
+				}
+			}
+		}
+		if err != nil {
+			if ep != nil {
+				ep.Release()
+			}
+			done(resilience.Failure)
+			u.limiter.Release()
+			if timedOut {
+				err = errTimeout
+			}
+			if ce := p.log.Check(zap.DebugLevel, "local reply"); ce != nil {
+				ce.Write(zap.String("authority", rs.host), zap.Error(err))
+			}
+			return p.relayLocal(rc, rt, localReplyFor(err), err.Error())
+		}
+		if outcome.Failure {
+			done(resilience.Failure)
+		} else {
+			done(resilience.Success)
+		}
+		code, cut = p.relayAnswer(rc, rs, req.Method, budgetOut, pol.StreamIdleTimeout)
+		if ep != nil {
+			ep.Release()
+		}
+		u.limiter.Release()
+		return code, cut, ""
+	}
+}
+
+// reusable returns lt to be used again, or a new one when lt was armed:
+// a context made from it may still be watching it.
+func reusable(lt *lazyTimeout) *lazyTimeout {
+	if lt == nil || lt.cancel != nil {
+		return new(lazyTimeout)
+	}
+	return lt
+}
+
+// relaySaveable reports whether an answer that is not short is read whole
+// before it is passed on, as exchange.saveable decides.
+func relaySaveable(resp *http.Response, method string, max int64) bool {
+	return resp.ContentLength > 0 && resp.ContentLength <= max && method != http.MethodHead
+}
+
+// relayDiscard drops an answer that will be tried again.
+func relayDiscard(rr *h1.RelayResponse) {
+	if rr.Resp == nil {
+		rr.Release()
+		return
+	}
+	_, _ = io.CopyN(io.Discard, rr.Resp.Body, 4<<10)
+	_ = rr.Resp.Body.Close()
+}
+
+// headerRetryBudget is the field an answer gets when its retry was denied
+// by the retry budget.
+const headerRetryBudget = HeaderError + ": retry-budget-exhausted\r\n"
+
+// relayAnswer passes the upstream's answer on. It reports the status and
+// whether the answer was cut.
+func (p *Proxy) relayAnswer(rc *h1.RelayConn, rs *relayState, method string, budgetOut bool, idle time.Duration) (int, bool) {
+	rr := &rs.resp
+	if resp := rr.Resp; resp != nil {
+		var extra []byte
+		if budgetOut {
+			extra = []byte(headerRetryBudget)
+		}
+		body := resp.Body
+		if _, whole := body.(*wholeBody); !whole {
+			// The request timeout ends at the answer's head; the stream
+			// idle timeout bounds its body.
+			if idle > 0 {
+				body = &relayIdleBody{rr: rr, idle: idle, body: body}
+				resp.Body = body
+				rr.SetReadDeadline(time.Now().Add(idle))
+			} else {
+				rr.SetReadDeadline(time.Time{})
+			}
+		}
+		err := rc.WriteResponse(resp, method, extra, streaming(resp))
+		_ = body.Close()
+		return resp.StatusCode, err != nil
+	}
+	b := h1.AppendStatusLine(rs.buf[:0], rr.Status)
+	for i, n := 0, rr.NumFields(); i < n; i++ {
+		k, v := rr.Field(i)
+		if string(k) == "Connection" {
+			continue
+		}
+		b = append(b, k...)
+		b = append(b, ':', ' ')
+		b = append(b, v...)
+		b = append(b, '\r', '\n')
+	}
+	if budgetOut {
+		b = append(b, headerRetryBudget...)
+	}
+	if rc.Closing() {
+		rc.CloseAfter()
+		b = append(b, "Connection: close\r\n"...)
+	}
+	b = append(b, '\r', '\n')
+	b = append(b, rr.Body...)
+	rs.buf = b
+	code := rr.Status
+	rr.Release()
+	if _, err := rc.Write(b); err != nil {
+		rc.CloseAfter()
+		return code, true
+	}
+	return code, false
+}
+
+// relayIdleBody cuts a streamed answer that sends nothing for the stream
+// idle timeout.
+type relayIdleBody struct {
+	rr   *h1.RelayResponse
+	idle time.Duration
+	body io.ReadCloser
+}
+
+func (b *relayIdleBody) Read(p []byte) (int, error) {
+	n, err := b.body.Read(p)
+	if n > 0 && err == nil {
+		b.rr.SetReadDeadline(time.Now().Add(b.idle))
+	}
+	return n, err
+}
+
+func (b *relayIdleBody) Close() error { return b.body.Close() }
+
+// relayLocal answers the client by itself, as localReply does.
+func (p *Proxy) relayLocal(rc *h1.RelayConn, rt *route, lr localReply, detail string) (int, bool, string) {
+	if p.metrics != nil {
+		p.metrics.LocalReplies.WithLabelValues(p.label(rt, ""), lr.reason).Inc()
+	}
+	text := "meshd: " + lr.reason + ": " + detail + "\n"
+	b := h1.AppendStatusLine(nil, lr.status)
+	b = append(b, "Content-Type: text/plain; charset=utf-8\r\n"...)
+	b = append(b, HeaderError+": "...)
+	b = append(b, lr.reason...)
+	b = append(b, "\r\n"...)
+	b = h1.AppendDate(b, time.Now())
+	b = append(b, "Content-Length: "...)
+	b = strconv.AppendInt(b, int64(len(text)), 10)
+	b = append(b, "\r\n"...)
+	if rc.Closing() {
+		rc.CloseAfter()
+		b = append(b, "Connection: close\r\n"...)
+	}
+	b = append(b, "\r\n"...)
+	b = append(b, text...)
+	if _, err := rc.Write(b); err != nil {
+		rc.CloseAfter()
+	}
+	return lr.status, false, lr.reason
+}
+
+// relayRequestHead appends the head of attempt n of req as it goes
+// upstream: its fields but Connection and X-Meshd-Attempt, an
+// X-Request-Id when newID (id's), and X-Meshd-Attempt.
+func relayRequestHead(b []byte, req *h1.RawRequest, n int, newID bool, id *[36]byte) []byte {
+	b = append(b, req.Method...)
+	b = append(b, ' ')
+	b = append(b, req.Target...)
+	b = append(b, " HTTP/1.1\r\n"...)
+	if req.HostInTarget {
+		b = append(b, "Host: "...)
+		b = append(b, req.Host...)
+		b = append(b, '\r', '\n')
+	}
+	for i, nf := 0, req.NumFields(); i < nf; i++ {
+		k, v, hop := req.Field(i)
+		if hop || h1.EqualFold(k, HeaderAttempt) || newID && h1.EqualFold(k, HeaderRequestID) {
+			continue
+		}
+		b = append(b, k...)
+		b = append(b, ':', ' ')
+		b = append(b, v...)
+		b = append(b, '\r', '\n')
+	}
+	if newID {
+		b = append(b, HeaderRequestID+": "...)
+		b = append(b, id[:]...)
+		b = append(b, '\r', '\n')
+	}
+	b = append(b, HeaderAttempt+": "...)
+	b = strconv.AppendInt(b, int64(n), 10)
+	return append(b, "\r\n\r\n"...)
+}
