@@ -25,7 +25,7 @@ export MESHD_CONSUL_BIN := $(CONSUL_BIN)
 FUZZTIME ?= 30s
 FUZZ_TARGETS := ./proxy/sniff:FuzzClassify ./proxy:FuzzServiceName ./proxy:FuzzHTTP1Path ./iptables:FuzzBuild \
 	./config:FuzzParseStaticEndpoints ./config:FuzzParseRetryOn ./config:FuzzLoad \
-	./proxy/h1:FuzzServerRequest ./proxy/h1:FuzzHeadParse ./proxy/h1:FuzzClientResponse
+	./proxy/h1:FuzzServerRequest ./proxy/h1:FuzzHeadParse ./proxy/h1:FuzzClientResponse ./proxy/h1:FuzzScanRequest
 
 all: build
 

@@ -414,6 +414,10 @@ func (cc *clientConn) roundTrip(req, orig *http.Request, pl *clientPlan) (*http.
 	if req.Body != nil && pl.body == nil {
 		clientCloseBody(req.Body)
 	}
+	if cc.deadline {
+		_ = cc.nc.SetDeadline(time.Time{}) // a relayed request's
+		cc.deadline = false
+	}
 	ctx := req.Context()
 	var stop func() bool
 	if ctx.Done() != nil {

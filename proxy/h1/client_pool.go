@@ -23,7 +23,7 @@ type clientConn struct {
 	idleAt   time.Time // when it last went idle
 	nread    int64     // bytes read from nc; only the reading side touches it
 	nwritten int64     // bytes written to nc; only the writing side touches it
-	deadline bool      // a relayed request set a deadline on nc
+	deadline bool      // a relayed request set a deadline on nc: RoundTrip clears it
 	broken   atomic.Bool
 }
 
@@ -94,10 +94,6 @@ func (cc *clientConn) release(reuse bool, w *clientWriter, stop func() bool) {
 		reuse = reuse && ok
 	}
 	if reuse && cc.br.Buffered() == 0 && !cc.broken.Load() {
-		if cc.deadline {
-			_ = cc.nc.SetDeadline(time.Time{})
-			cc.deadline = false
-		}
 		cc.p.put(cc)
 		return
 	}

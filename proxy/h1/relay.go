@@ -128,12 +128,20 @@ func ScanRequest(head []byte, r *RawRequest) bool {
 		if end < 0 {
 			end = len(t)
 		}
-		if !relayValidHost(t[:end]) || end == len(t) || t[end] != '/' {
+		if !relayValidAuthority(t[:end]) || end == len(t) || t[end] != '/' {
 			return false
 		}
 		r.Host, r.Target, r.HostInTarget = t[:end], t[end:], true
 	} else if r.Target[0] != '/' {
 		return false
+	}
+	for _, c := range r.Target {
+		if c == '?' {
+			break
+		}
+		if headClass[c]&headPathSafe == 0 {
+			return false // a path the Server's parser would unescape, or refuse
+		}
 	}
 	off := nl + 1
 	hosts, lengths := 0, 0
@@ -144,6 +152,9 @@ func ScanRequest(head []byte, r *RawRequest) bool {
 		}
 		line := head[off : off+nl-1]
 		if len(line) == 0 {
+			if off+nl+1 != len(head) {
+				return false // bytes after the head's end
+			}
 			break
 		}
 		if r.nf == relayMaxFields {
@@ -236,6 +247,32 @@ func relayConnection(v []byte) (close, ok bool) {
 		}
 	}
 	return close, true
+}
+
+// relayValidAuthority accepts a host name or IPv4 address and an
+// optional port of digits.
+func relayValidAuthority(v []byte) bool {
+	host, port := v, []byte(nil)
+	if i := bytes.IndexByte(v, ':'); i >= 0 {
+		host, port = v[:i], v[i+1:]
+		if len(port) == 0 || len(port) > 5 {
+			return false
+		}
+		for _, c := range port {
+			if c < '0' || c > '9' {
+				return false
+			}
+		}
+	}
+	if len(host) == 0 {
+		return false
+	}
+	for _, c := range host {
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '.' || c == '-') {
+			return false
+		}
+	}
+	return true
 }
 
 // relayValidHost accepts a host and optional port made of the bytes of
@@ -490,7 +527,7 @@ func (c *srvConn) tryRelay() (handled bool) {
 		}
 	}
 	rc := &c.relay
-	if !ScanRequest(buf[:end], &rc.Req) {
+	if end > c.srv.maxHeaderBytes() || !ScanRequest(buf[:end], &rc.Req) {
 		return false
 	}
 	size := end + int(rc.Req.ContentLength)

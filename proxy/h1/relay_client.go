@@ -107,6 +107,8 @@ func relayIdempotent(method string) bool {
 }
 
 func (cc *clientConn) relay(deadline time.Time, req []byte, method string, rr *RelayResponse) error {
+	// The deadline stays when the connection goes back to the pool: the
+	// next relayed request sets its own, and RoundTrip clears it.
 	if !deadline.IsZero() || cc.deadline {
 		_ = cc.nc.SetDeadline(deadline)
 		cc.deadline = !deadline.IsZero()

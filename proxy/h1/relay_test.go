@@ -1,6 +1,8 @@
 package h1
 
 import (
+	"net/http"
+	"net/url"
 	"strings"
 	"testing"
 )
@@ -67,4 +69,35 @@ func TestEqualFold(t *testing.T) {
 			t.Errorf("EqualFold(%q, %q) = %v", tc.a, tc.b, !tc.eq)
 		}
 	}
+}
+
+// Whatever ScanRequest takes, the Server's strict parser takes too, and
+// reads the same host, body length and path.
+func FuzzScanRequest(f *testing.F) {
+	for _, s := range []string{
+		"GET / HTTP/1.1\r\nHost: a\r\n\r\n",
+		"POST /x?y HTTP/1.1\r\nhost: a.b:80\r\ncontent-length: 12\r\nX: 1\r\n\r\n",
+		"GET http://svc:8080/p?q HTTP/1.1\r\nHost: other\r\nConnection: close\r\n\r\n",
+		"GET / HTTP/1.1\r\nHost: a\r\nX: a\tb \r\n\r\n",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, head string) {
+		var r RawRequest
+		if !ScanRequest([]byte(head), &r) {
+			return
+		}
+		var req http.Request
+		var u url.URL
+		info, herr := headParse(head, &req, &u)
+		if herr != nil {
+			t.Fatalf("relayed, but the server refuses it: %v", herr)
+		}
+		path, _, _ := strings.Cut(string(r.Target), "?")
+		if req.Host != string(r.Host) || req.ContentLength != r.ContentLength || req.URL.Path != path ||
+			req.Method != r.Method || info.chunked || req.Close != r.Close {
+			t.Fatalf("relay reads host %q length %d path %q close %v; server %q %d %q %v",
+				r.Host, r.ContentLength, path, r.Close, req.Host, req.ContentLength, req.URL.Path, req.Close)
+		}
+	})
 }
