@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -12,6 +13,7 @@ import (
 	"github.com/cenkalti/backoff/v4"
 	"go.uber.org/zap"
 
+	"github.com/meshd/meshd/proxy/balance"
 	"github.com/meshd/meshd/proxy/h1"
 	"github.com/meshd/meshd/resilience"
 )
@@ -37,11 +39,10 @@ type relayState struct {
 	host      string // the last Host, kept so that the next one costs no string
 	rt        route
 	routeWait *lazyTimeout // discovery's wait for a name's first answer
-	connWait  *lazyTimeout // the wait for an upstream connection, and its dial
-	rctx      routeContext
-	x         exchange // for its endpoint choice only
-	out       []byte   // the request sent upstream
-	buf       []byte   // the answer's head, and a short answer's body
+	connWait  *relayWait   // the wait for an upstream connection, and its dial
+	x         exchange     // for its endpoint choice only
+	out       []byte       // the request sent upstream
+	buf       []byte       // the answer's head, and a short answer's body
 	resp      h1.RelayResponse
 	requestID [36]byte
 }
@@ -75,11 +76,11 @@ func (p *Proxy) relay(s *httpSide, rc *h1.RelayConn) {
 		return
 	}
 	rc.Take()
-	code, cut, reason := p.relayExchange(rc, rs, rt, start)
+	code, answered, cut, reason := p.relayExchange(rc, rs, rt, start)
 	if p.metrics != nil {
 		st := p.stats(s, rt)
 		st.count(p, code)
-		st.duration.Observe(time.Since(start).Seconds())
+		st.duration.Observe(answered.Sub(start).Seconds())
 	}
 	if p.cfg.AccessLog {
 		path := req.Target
@@ -104,11 +105,17 @@ func (p *Proxy) relay(s *httpSide, rc *h1.RelayConn) {
 
 // relayExchange sends the request along rt under its upstream's policy,
 // as exchange.run does, and answers the client. It returns the status
-// answered, whether the answer was cut, and the local reply's reason.
-func (p *Proxy) relayExchange(rc *h1.RelayConn, rs *relayState, rt *route, start time.Time) (code int, cut bool, reason string) {
+// answered, when the answer began, whether it was cut, and the local
+// reply's reason.
+func (p *Proxy) relayExchange(rc *h1.RelayConn, rs *relayState, rt *route, start time.Time) (code int, answered time.Time, cut bool, reason string) {
 	req := &rc.Req
 	u := rt.up
 	pol := &u.policy
+	id, ok := req.Get(HeaderRequestID)
+	newID := !ok || len(id) == 0
+	if newID {
+		appendRequestID(&rs.requestID)
+	}
 	if !u.limiter.Acquire() {
 		return p.relayLocal(rc, rt, replyOverloaded, resilience.ErrOverloaded.Error())
 	}
@@ -117,28 +124,27 @@ func (p *Proxy) relayExchange(rc *h1.RelayConn, rs *relayState, rt *route, start
 		u.limiter.Release()
 		return p.relayLocal(rc, rt, localReplyFor(err), err.Error())
 	}
+	// What the exchange holds, given back if meshd itself fails (a
+	// panic, recovered by proxy/h1 for this connection only).
+	var held relayHeld
+	held.limiter, held.done = u.limiter, done
+	defer held.giveBack(u, &rs.resp)
+
 	u.budget.Request()
 	deadline := start.Add(pol.RequestTimeout)
 	retryable := resilience.Idempotent(req.Method)
 	if v, ok := req.Get(HeaderRetryable); ok && h1.EqualFold(v, "true") {
 		retryable = true
 	}
-	id, ok := req.Get(HeaderRequestID)
-	newID := !ok || len(id) == 0
-	if newID {
-		appendRequestID(&rs.requestID)
-	}
 	x := &rs.x
 	x.p, x.u, x.rt, x.tried = p, u, rt, nil
-	rs.rctx = routeContext{Context: rc.Context(), rt: rt}
 	rr := &rs.resp
 	var bo backoff.BackOff
 	budgetOut := false
 	for attempt := 1; ; attempt++ {
 		ep, target, begun := x.pick()
 		if target == "" {
-			done(resilience.Ignore)
-			u.limiter.Release()
+			held.settle(resilience.Ignore)
 			return p.relayLocal(rc, rt, replyNoHealthy, ErrNoHealthyUpstream.Error())
 		}
 		rt.attempts, rt.endpoint = attempt, target
@@ -152,25 +158,33 @@ func (p *Proxy) relayExchange(rc *h1.RelayConn, rs *relayState, rt *route, start
 		rs.out = append(rs.out, req.Body...)
 		if ep != nil {
 			ep.Acquire()
+			held.ep = ep
+			if begun {
+				held.begun = ep
+			}
 		}
-		rs.connWait = reusable(rs.connWait)
-		*rs.connWait = lazyTimeout{values: &rs.rctx, timeout: time.Until(tryDeadline)}
-		err := p.transport.Relay(rs.connWait, target, tryDeadline, rs.out, req.Method, rr)
-		rs.connWait.release()
+		w := rs.wait(rc, rt, time.Until(tryDeadline))
+		err := p.transport.Relay(&w.lt, target, tryDeadline, rs.out, req.Method, rr)
+		w.lt.release()
+		held.resp = err == nil
 		if err == nil && rr.Resp != nil && relaySaveable(rr.Resp, req.Method, int64(pol.RetryBodyMax)) {
 			if berr := readWhole(rr.Resp, nil); berr != nil {
 				err = fmt.Errorf("%w: %w", errCutResponse, berr)
+				held.resp = false
 			}
 		}
-		timedOut := err != nil && errors.Is(err, os.ErrDeadlineExceeded)
+		// A deadline passed: the socket's, or the wait for a connection
+		// at MaxConnsPerEndpoint.
+		timedOut := err != nil && (errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, context.DeadlineExceeded))
 		var outcome resilience.Outcome
 		if err != nil {
 			outcome = classify(nil, err, timedOut, false)
 		} else {
 			outcome = resilience.StatusOutcome(rr.Status)
 		}
-		if ep != nil && begun {
+		if held.begun != nil {
 			u.ejector.Done(ep.Addr, outcome.Failure)
+			held.begun = nil
 		}
 		final := err == nil && !outcome.Failure && outcome.Cond == 0 && !pol.RetryOn.RetriesStatus(rr.Status)
 		if !final {
@@ -189,12 +203,11 @@ func (p *Proxy) relayExchange(rc *h1.RelayConn, rs *relayState, rt *route, start
 				case !u.budget.TryRetry():
 					budgetOut = err == nil
 				default:
-					if err == nil {
+					if held.resp {
 						relayDiscard(rr)
+						held.resp = false
 					}
-					if ep != nil {
-						ep.Release()
-					}
+					held.releaseEndpoint()
 					p.countRetry(u, outcome)
 					if wait > 0 {
 						time.Sleep(wait)
@@ -205,11 +218,8 @@ func (p *Proxy) relayExchange(rc *h1.RelayConn, rs *relayState, rt *route, start
 			}
 		}
 		if err != nil {
-			if ep != nil {
-				ep.Release()
-			}
-			done(resilience.Failure)
-			u.limiter.Release()
+			held.releaseEndpoint()
+			held.settle(resilience.Failure)
 			if timedOut {
 				err = errTimeout
 			}
@@ -219,17 +229,89 @@ func (p *Proxy) relayExchange(rc *h1.RelayConn, rs *relayState, rt *route, start
 			return p.relayLocal(rc, rt, localReplyFor(err), err.Error())
 		}
 		if outcome.Failure {
-			done(resilience.Failure)
+			held.settle(resilience.Failure)
 		} else {
-			done(resilience.Success)
+			held.settle(resilience.Success)
 		}
-		code, cut = p.relayAnswer(rc, rs, req.Method, budgetOut, pol.StreamIdleTimeout)
-		if ep != nil {
-			ep.Release()
-		}
-		u.limiter.Release()
-		return code, cut, ""
+		held.resp = false // relayAnswer gives it back
+		code, answered, cut = p.relayAnswer(rc, rs, req.Method, budgetOut, pol.StreamIdleTimeout)
+		held.releaseEndpoint()
+		held.releaseLimiter()
+		return code, answered, cut, ""
 	}
+}
+
+// relayHeld is what a relayed exchange holds: the overload limiter's slot,
+// the service breaker's admission, an endpoint and its breaker's
+// admission, an upstream answer. Each is given back once; giveBack gives
+// back what is left when the exchange panics.
+type relayHeld struct {
+	limiter *resilience.Limiter
+	done    func(resilience.Result)
+	ep      *balance.Endpoint
+	begun   *balance.Endpoint // admitted by its breaker (Begin), not settled
+	resp    bool
+}
+
+func (h *relayHeld) settle(r resilience.Result) {
+	if h.done != nil {
+		h.done(r)
+		h.done = nil
+	}
+}
+
+func (h *relayHeld) releaseEndpoint() {
+	if h.ep != nil {
+		h.ep.Release()
+		h.ep = nil
+	}
+}
+
+func (h *relayHeld) releaseLimiter() {
+	if h.limiter != nil {
+		h.limiter.Release()
+		h.limiter = nil
+	}
+}
+
+func (h *relayHeld) giveBack(u *upstream, rr *h1.RelayResponse) {
+	if h.limiter == nil {
+		return // the exchange ended normally
+	}
+	v := recover()
+	if h.resp {
+		relayDiscard(rr)
+	}
+	if h.begun != nil {
+		u.ejector.Done(h.begun.Addr, false)
+	}
+	h.releaseEndpoint()
+	h.settle(resilience.Ignore)
+	h.releaseLimiter()
+	if v != nil {
+		panic(v)
+	}
+}
+
+// relayWait is the context of the wait for an upstream connection and of
+// its dial: the route (for the connect timeout) and the try's deadline.
+type relayWait struct {
+	lt   lazyTimeout
+	rctx routeContext
+}
+
+// wait returns the connection's relayWait, ready for a try of timeout, or
+// a new one when the last was armed: a context made from it may still be
+// watching it.
+func (rs *relayState) wait(rc *h1.RelayConn, rt *route, timeout time.Duration) *relayWait {
+	w := rs.connWait
+	if w == nil || w.lt.cancel != nil {
+		w = new(relayWait)
+		rs.connWait = w
+	}
+	w.rctx = routeContext{Context: rc.Context(), rt: rt}
+	w.lt = lazyTimeout{values: &w.rctx, timeout: timeout}
+	return w
 }
 
 // reusable returns lt to be used again, or a new one when lt was armed:
@@ -261,14 +343,14 @@ func relayDiscard(rr *h1.RelayResponse) {
 // by the retry budget.
 const headerRetryBudget = HeaderError + ": retry-budget-exhausted\r\n"
 
-// relayAnswer passes the upstream's answer on. It reports the status and
-// whether the answer was cut.
-func (p *Proxy) relayAnswer(rc *h1.RelayConn, rs *relayState, method string, budgetOut bool, idle time.Duration) (int, bool) {
+// relayAnswer passes the upstream's answer on. It reports the status,
+// when the answer began and whether it was cut.
+func (p *Proxy) relayAnswer(rc *h1.RelayConn, rs *relayState, method string, budgetOut bool, idle time.Duration) (int, time.Time, bool) {
 	rr := &rs.resp
+	now := time.Now()
 	if resp := rr.Resp; resp != nil {
-		var extra []byte
 		if budgetOut {
-			extra = []byte(headerRetryBudget)
+			resp.Header.Set(HeaderError, "retry-budget-exhausted")
 		}
 		body := resp.Body
 		if _, whole := body.(*wholeBody); !whole {
@@ -277,19 +359,19 @@ func (p *Proxy) relayAnswer(rc *h1.RelayConn, rs *relayState, method string, bud
 			if idle > 0 {
 				body = &relayIdleBody{rr: rr, idle: idle, body: body}
 				resp.Body = body
-				rr.SetReadDeadline(time.Now().Add(idle))
+				rr.SetReadDeadline(now.Add(idle))
 			} else {
 				rr.SetReadDeadline(time.Time{})
 			}
 		}
-		err := rc.WriteResponse(resp, method, extra, streaming(resp))
+		err := rc.WriteResponse(resp, method, nil, streaming(resp))
 		_ = body.Close()
-		return resp.StatusCode, err != nil
+		return resp.StatusCode, now, err != nil
 	}
 	b := h1.AppendStatusLine(rs.buf[:0], rr.Status)
 	for i, n := 0, rr.NumFields(); i < n; i++ {
 		k, v := rr.Field(i)
-		if string(k) == "Connection" {
+		if string(k) == "Connection" || budgetOut && string(k) == HeaderError {
 			continue
 		}
 		b = append(b, k...)
@@ -311,9 +393,9 @@ func (p *Proxy) relayAnswer(rc *h1.RelayConn, rs *relayState, method string, bud
 	rr.Release()
 	if _, err := rc.Write(b); err != nil {
 		rc.CloseAfter()
-		return code, true
+		return code, now, true
 	}
-	return code, false
+	return code, now, false
 }
 
 // relayIdleBody cuts a streamed answer that sends nothing for the stream
@@ -335,7 +417,7 @@ func (b *relayIdleBody) Read(p []byte) (int, error) {
 func (b *relayIdleBody) Close() error { return b.body.Close() }
 
 // relayLocal answers the client by itself, as localReply does.
-func (p *Proxy) relayLocal(rc *h1.RelayConn, rt *route, lr localReply, detail string) (int, bool, string) {
+func (p *Proxy) relayLocal(rc *h1.RelayConn, rt *route, lr localReply, detail string) (int, time.Time, bool, string) {
 	if p.metrics != nil {
 		p.metrics.LocalReplies.WithLabelValues(p.label(rt, ""), lr.reason).Inc()
 	}
@@ -358,7 +440,7 @@ func (p *Proxy) relayLocal(rc *h1.RelayConn, rt *route, lr localReply, detail st
 	if _, err := rc.Write(b); err != nil {
 		rc.CloseAfter()
 	}
-	return lr.status, false, lr.reason
+	return lr.status, time.Now(), false, lr.reason
 }
 
 // relayRequestHead appends the head of attempt n of req as it goes
@@ -383,6 +465,9 @@ func relayRequestHead(b []byte, req *h1.RawRequest, n int, newID bool, id *[36]b
 		b = append(b, ':', ' ')
 		b = append(b, v...)
 		b = append(b, '\r', '\n')
+	}
+	if !req.HasLength && (req.Method == http.MethodPost || req.Method == http.MethodPut || req.Method == http.MethodPatch) {
+		b = append(b, "Content-Length: 0\r\n"...) // as the h1 client sends it: some servers want a length
 	}
 	if newID {
 		b = append(b, HeaderRequestID+": "...)

@@ -329,3 +329,133 @@ func TestRelayClientCloseAndConnectFailure(t *testing.T) {
 		t.Fatalf("the connection stays open: %d %v", n, err)
 	}
 }
+
+// readRawHead writes req and reads the head of its answer as it came.
+func (rc *rawClient) head(req string) string {
+	rc.t.Helper()
+	if _, err := io.WriteString(rc.c, req); err != nil {
+		rc.t.Fatal(err)
+	}
+	h, err := readHead(rc.br)
+	if err != nil {
+		rc.t.Fatal(err)
+	}
+	return h
+}
+
+// An answer without a body that is not short (here, for its Keep-Alive
+// field) keeps the Content-Length it came with, as on the general path (a
+// TE field sends a request there): the length a 304 refers to, none on a
+// 204.
+func TestRelayNoBodyAnswersKeepTheirLength(t *testing.T) {
+	for _, tc := range []struct{ answer, want string }{
+		{"HTTP/1.1 304 Not Modified\r\nKeep-Alive: timeout=5\r\nETag: \"x\"\r\nContent-Length: 1234\r\n\r\n", "1234"},
+		{"HTTP/1.1 304 Not Modified\r\nKeep-Alive: timeout=5\r\nETag: \"x\"\r\n\r\n", ""},
+		{"HTTP/1.1 204 No Content\r\nKeep-Alive: timeout=5\r\n\r\n", ""},
+	} {
+		up := newRawUpstream(t, func(int, string) string { return tc.answer })
+		_, addr := testProxy(t, map[string][]string{"svc": {up.addr}}, nil)
+		c := dialRaw(t, addr)
+		relay := c.head("GET / HTTP/1.1\r\nHost: svc\r\n\r\n")
+		general := c.head("GET / HTTP/1.1\r\nHost: svc\r\nTE: trailers\r\n\r\n")
+		for _, h := range []string{relay, general} {
+			m := contentLengthField.FindStringSubmatch(h)
+			got := ""
+			if m != nil {
+				got = m[1]
+			}
+			if got != tc.want || strings.Contains(h, "Keep-Alive") {
+				t.Errorf("upstream %q\nrelay %q\ngeneral %q", tc.answer, relay, general)
+				break
+			}
+		}
+	}
+}
+
+// A body-less POST goes upstream with Content-Length: 0, as the general
+// path sends it.
+func TestRelayEmptyPostHasLength(t *testing.T) {
+	up := newRawUpstream(t, func(int, string) string { return "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok" })
+	_, addr := testProxy(t, map[string][]string{"svc": {up.addr}}, nil)
+	c := dialRaw(t, addr)
+	c.do("POST / HTTP/1.1\r\nHost: svc\r\n\r\n", "POST")
+	if h := up.head(0); strings.Count(h, "Content-Length: 0\r\n") != 1 {
+		t.Fatalf("upstream saw %q", h)
+	}
+}
+
+// A relayed request's deadline left on an idle upstream connection does
+// not make the pool take the connection for closed.
+func TestRelayIdleConnectionOutlivesTheRequestTimeout(t *testing.T) {
+	up := newRawUpstream(t, func(int, string) string { return "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok" })
+	_, addr := testProxy(t, map[string][]string{"svc": {up.addr}}, func(c *config.Config) {
+		c.Defaults.RequestTimeout = 200 * time.Millisecond
+	})
+	c := dialRaw(t, addr)
+	c.do("GET / HTTP/1.1\r\nHost: svc\r\n\r\n", "GET")
+	time.Sleep(1500 * time.Millisecond) // past the deadline and the pool's first look at the connection
+	c.do("GET / HTTP/1.1\r\nHost: svc\r\n\r\n", "GET")
+	if n := up.conns.Load(); n != 1 {
+		t.Fatalf("%d upstream connections, want 1", n)
+	}
+}
+
+// Relayed and general-path requests share upstream connections under
+// load, with answers of every kind: some without a body that are not
+// short, some closing their connection. Every answer is whole (and the
+// race detector watches the pool).
+func TestRelayMixedLoad(t *testing.T) {
+	up := newRawUpstream(t, func(n int, head string) string {
+		switch {
+		case strings.HasPrefix(head, "HEAD"):
+			return "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" // no body: not short
+		case n%7 == 0:
+			return "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok<close>"
+		case n%5 == 0:
+			return "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n"
+		}
+		return "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+	})
+	_, addr := testProxy(t, map[string][]string{"svc": {up.addr}}, func(c *config.Config) { c.MaxConnsPerEndpoint = 4 })
+	var wg sync.WaitGroup
+	for i := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c := dialRaw(t, addr)
+			for j := range 100 {
+				method, extra := "GET", ""
+				if (i+j)%3 == 0 {
+					method = "HEAD"
+				}
+				if i%2 == 0 {
+					extra = "TE: trailers\r\n"
+				}
+				resp, err := c.try(method+" / HTTP/1.1\r\nHost: svc\r\n"+extra+"\r\n", method)
+				if err != nil || resp.code != 200 || method == "GET" && resp.body != "ok" {
+					t.Errorf("%s %d/%d: %v %+v", method, i, j, err, resp)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+type rawAnswer struct {
+	code int
+	body string
+}
+
+// try is do for another goroutine than the test's: errors are returned.
+func (rc *rawClient) try(req, method string) (rawAnswer, error) {
+	if _, err := io.WriteString(rc.c, req); err != nil {
+		return rawAnswer{}, err
+	}
+	resp, err := http.ReadResponse(rc.br, &http.Request{Method: method})
+	if err != nil {
+		return rawAnswer{}, err
+	}
+	body, err := io.ReadAll(resp.Body)
+	return rawAnswer{resp.StatusCode, string(body)}, err
+}

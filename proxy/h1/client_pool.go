@@ -327,7 +327,17 @@ func (p *clientPool) sweep(now time.Time, timeout time.Duration) (left int, next
 	// next use or expiry.
 	kept, gone := p.idle[:0], 0
 	for _, cc := range p.idle {
-		if now.Sub(cc.idleAt) >= clientProbeAfter && clientPeerGone(cc.nc) {
+		if now.Sub(cc.idleAt) < clientProbeAfter {
+			kept = append(kept, cc)
+			continue
+		}
+		if cc.deadline {
+			// A relayed request's, passed by now: the probe must not
+			// take it for the upstream's end.
+			_ = cc.nc.SetDeadline(time.Time{})
+			cc.deadline = false
+		}
+		if clientPeerGone(cc.nc) {
 			cc.close(true, true)
 			gone++
 			continue

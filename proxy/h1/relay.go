@@ -39,6 +39,7 @@ type RawRequest struct {
 	Host          []byte // the Host field's value, or the authority of an absolute-form target
 	HostInTarget  bool   // the target was in absolute form: Host is its authority, the Host field a hop field
 	ContentLength int64  // 0 when the request has no body
+	HasLength     bool   // a Content-Length field was sent
 	Close         bool   // the client asked to close the connection after the answer
 	Body          []byte // the whole body, ContentLength bytes
 
@@ -223,6 +224,7 @@ func ScanRequest(head []byte, r *RawRequest) bool {
 		r.nf++
 		off += nl + 1
 	}
+	r.HasLength = lengths == 1
 	return hosts == 1 && lengths <= 1
 }
 
@@ -383,6 +385,7 @@ func AppendDate(b []byte, now time.Time) []byte { return append(b, srvDateField(
 // Connection names) and without Content-Length unless resp.ContentLength
 // says the length, its body (chunked when its length is not known, with
 // resp.Trailer as trailers) and extra, field lines each ending in CRLF.
+// An answer without a body keeps the upstream's Content-Length, but a 204.
 // flush sends each piece of the body as it comes. The error is the
 // body's or the client's: the answer is then cut, and the connection
 // closes.
@@ -393,7 +396,10 @@ func (rc *RelayConn) WriteResponse(resp *http.Response, method string, extra []b
 	b := srvAppendStatusLine(c.hbuf[:0], resp.StatusCode)
 	hop := relayHopFields(resp.Header)
 	for k, vv := range resp.Header {
-		if hop(k) || k == "Content-Length" {
+		// Without a body, the upstream's Content-Length passes on as it
+		// is (HEAD: the length a GET would get; 304: the stored one),
+		// but never on a 204 (RFC 9110 §8.6).
+		if hop(k) || k == "Content-Length" && (body || resp.StatusCode == http.StatusNoContent) {
 			continue
 		}
 		for _, v := range vv {
@@ -404,10 +410,6 @@ func (rc *RelayConn) WriteResponse(resp *http.Response, method string, extra []b
 		}
 	}
 	switch {
-	case !body && resp.ContentLength >= 0:
-		b = append(b, "Content-Length: "...)
-		b = strconv.AppendInt(b, resp.ContentLength, 10)
-		b = append(b, "\r\n"...)
 	case !body:
 	case chunked:
 		b = append(b, "Transfer-Encoding: chunked\r\n"...)

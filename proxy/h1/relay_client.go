@@ -202,7 +202,10 @@ func (cc *clientConn) relayResponse(method string, rr *RelayResponse) error {
 	if err := cc.frameBody(x, method, context.Background(), false, nil, nil); err != nil {
 		return err
 	}
-	rr.Resp, rr.fields, rr.bodyCC = resp, nil, cc
+	rr.Resp, rr.fields = resp, nil
+	if _, ok := resp.Body.(*clientBody); ok {
+		rr.bodyCC = cc // else it went back to the pool already
+	}
 	return nil
 }
 
