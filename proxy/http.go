@@ -308,8 +308,9 @@ func (p *Proxy) serviceRouteInto(ctx context.Context, name string, rt *route, lt
 // something asks for Done, Err or Deadline: the timeout counts from then,
 // when a wait begins. It has its parent's values, not its cancellation.
 type lazyTimeout struct {
-	values  context.Context
-	timeout time.Duration
+	values   context.Context
+	timeout  time.Duration
+	deadline time.Time // when set, the deadline in place of the timeout
 
 	once   sync.Once
 	armed  context.Context
@@ -317,7 +318,12 @@ type lazyTimeout struct {
 }
 
 func (c *lazyTimeout) arm() context.Context {
-	c.once.Do(func() { c.armed, c.cancel = context.WithTimeout(context.WithoutCancel(c.values), c.timeout) })
+	c.once.Do(func() {
+		if c.deadline.IsZero() {
+			c.deadline = time.Now().Add(c.timeout)
+		}
+		c.armed, c.cancel = context.WithDeadline(context.WithoutCancel(c.values), c.deadline)
+	})
 	if c.armed == nil {
 		return releasedContext // used after release
 	}

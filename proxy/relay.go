@@ -77,6 +77,7 @@ func (p *Proxy) relay(s *httpSide, rc *h1.RelayConn) {
 	}
 	rc.Take()
 	code, answered, cut, reason := p.relayExchange(rc, rs, rt, start)
+	rc.SetNow(answered)
 	if p.metrics != nil {
 		st := p.stats(s, rt)
 		st.count(p, code)
@@ -130,7 +131,7 @@ func (p *Proxy) relayExchange(rc *h1.RelayConn, rs *relayState, rt *route, start
 	held.limiter, held.done = u.limiter, done
 	defer held.giveBack(u, &rs.resp)
 
-	u.budget.Request()
+	u.budget.RequestAt(start)
 	deadline := start.Add(pol.RequestTimeout)
 	retryable := resilience.Idempotent(req.Method)
 	if v, ok := req.Get(HeaderRetryable); ok && h1.EqualFold(v, "true") {
@@ -163,8 +164,8 @@ func (p *Proxy) relayExchange(rc *h1.RelayConn, rs *relayState, rt *route, start
 				held.begun = ep
 			}
 		}
-		w := rs.wait(rc, rt, time.Until(tryDeadline))
-		err := p.transport.Relay(&w.lt, target, tryDeadline, rs.out, req.Method, rr)
+		w := rs.wait(rc, rt, tryDeadline)
+		err := p.transport.Relay(&w.lt, target, start, tryDeadline, rs.out, req.Method, rr)
 		w.lt.release()
 		held.resp = err == nil
 		if err == nil && rr.Resp != nil && relaySaveable(rr.Resp, req.Method, int64(pol.RetryBodyMax)) {
@@ -300,17 +301,17 @@ type relayWait struct {
 	rctx routeContext
 }
 
-// wait returns the connection's relayWait, ready for a try of timeout, or
+// wait returns the connection's relayWait, ready for a try until deadline, or
 // a new one when the last was armed: a context made from it may still be
 // watching it.
-func (rs *relayState) wait(rc *h1.RelayConn, rt *route, timeout time.Duration) *relayWait {
+func (rs *relayState) wait(rc *h1.RelayConn, rt *route, deadline time.Time) *relayWait {
 	w := rs.connWait
 	if w == nil || w.lt.cancel != nil {
 		w = new(relayWait)
 		rs.connWait = w
 	}
 	w.rctx = routeContext{Context: rc.Context(), rt: rt}
-	w.lt = lazyTimeout{values: &w.rctx, timeout: timeout}
+	w.lt = lazyTimeout{values: &w.rctx, deadline: deadline}
 	return w
 }
 
@@ -390,7 +391,7 @@ func (p *Proxy) relayAnswer(rc *h1.RelayConn, rs *relayState, method string, bud
 	b = append(b, rr.Body...)
 	rs.buf = b
 	code := rr.Status
-	rr.Release()
+	rr.ReleaseAt(now)
 	if _, err := rc.Write(b); err != nil {
 		rc.CloseAfter()
 		return code, now, true

@@ -459,3 +459,23 @@ func (rc *rawClient) try(req, method string) (rawAnswer, error) {
 	body, err := io.ReadAll(resp.Body)
 	return rawAnswer{resp.StatusCode, string(body)}, err
 }
+
+// A client connection that relayed requests is still closed once idle for
+// the idle timeout (give or take the sixteenth it may run over), and not
+// before.
+func TestRelayIdleTimeout(t *testing.T) {
+	up := newRawUpstream(t, func(int, string) string { return "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok" })
+	_, addr := testProxy(t, map[string][]string{"svc": {up.addr}}, func(c *config.Config) { c.IdleTimeout = 400 * time.Millisecond })
+	c := dialRaw(t, addr)
+	for range 5 {
+		c.do("GET / HTTP/1.1\r\nHost: svc\r\n\r\n", "GET")
+		time.Sleep(150 * time.Millisecond) // each wait shorter than the timeout
+	}
+	start := time.Now()
+	if n, err := c.br.Read(make([]byte, 1)); n != 0 || err == nil {
+		t.Fatalf("read %d bytes, %v", n, err)
+	}
+	if d := time.Since(start); d < 200*time.Millisecond || d > 2*time.Second {
+		t.Fatalf("closed after %v idle, want about 400ms", d)
+	}
+}

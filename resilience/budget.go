@@ -57,8 +57,10 @@ func (b *Budget) tickOf(t time.Time) int64 { return t.UnixNano() / int64(budgetB
 // advance moves the ring to the clock's current second, clearing the
 // buckets that slid out of the window. A clock that goes backwards keeps
 // counting into the newest bucket. b.mu must be held.
-func (b *Budget) advance() *budgetBucketCounts {
-	now := b.tickOf(b.clock.Now())
+func (b *Budget) advance() *budgetBucketCounts { return b.advanceTo(b.tickOf(b.clock.Now())) }
+
+// advanceTo is advance to the tick now.
+func (b *Budget) advanceTo(now int64) *budgetBucketCounts {
 	if d := now - b.tick; d > 0 {
 		if d >= budgetBuckets {
 			b.buckets = [budgetBuckets]budgetBucketCounts{}
@@ -77,9 +79,13 @@ func (b *Budget) advance() *budgetBucketCounts {
 }
 
 // Request counts one new request (its first attempt).
-func (b *Budget) Request() {
+func (b *Budget) Request() { b.RequestAt(b.clock.Now()) }
+
+// RequestAt is Request for a caller that read the clock already: now is
+// the time of the request.
+func (b *Budget) RequestAt(now time.Time) {
 	b.mu.Lock()
-	b.advance().reqs++
+	b.advanceTo(b.tickOf(now)).reqs++
 	b.reqs++
 	b.mu.Unlock()
 }

@@ -24,6 +24,9 @@ type clientConn struct {
 	nread    int64     // bytes read from nc; only the reading side touches it
 	nwritten int64     // bytes written to nc; only the writing side touches it
 	deadline bool      // a relayed request set a deadline on nc: RoundTrip clears it
+	idleFrom time.Time // when set, the time it goes idle at (the caller's clock reading)
+	pending  []byte    // a relayed request the next Read writes first
+	werr     error     // the error of pending's write
 	broken   atomic.Bool
 }
 
@@ -44,11 +47,47 @@ func clientNewConn(p *clientPool, nc net.Conn) *clientConn {
 
 // Read and Write make the clientConn the io.Reader and io.Writer under its
 // buffers, counting bytes: a stale connection is told by a request that
-// got no byte back.
+// got no byte back. A pending request (a relayed one) is written by the
+// first Read, with the read, as writeRead does.
 func (cc *clientConn) Read(p []byte) (int, error) {
+	if w := cc.pending; w != nil {
+		cc.pending = nil
+		return cc.writeRead(w, p)
+	}
 	n, err := cc.nc.Read(p)
 	cc.nread += int64(n)
 	return n, err
+}
+
+// writeReader is a connection that writes a request and waits for its
+// answer without a read that would find nothing yet (proxy/sockio).
+type writeReader interface {
+	WriteRead(w, r []byte) (nw, nr int, werr, rerr error)
+}
+
+// writeRead writes w, then reads into p. A write error is also kept in
+// cc.werr, so that the caller tells it from a read error.
+func (cc *clientConn) writeRead(w, p []byte) (int, error) {
+	nw := 0
+	if wr, ok := cc.nc.(writeReader); ok {
+		var nr int
+		var werr, rerr error
+		nw, nr, werr, rerr = wr.WriteRead(w, p)
+		cc.nwritten += int64(nw)
+		switch {
+		case werr != nil:
+			cc.werr = werr
+			return 0, werr
+		case nw == len(w):
+			cc.nread += int64(nr)
+			return nr, rerr
+		}
+	}
+	if _, err := cc.Write(w[nw:]); err != nil {
+		cc.werr = err
+		return 0, err
+	}
+	return cc.Read(p)
 }
 
 func (cc *clientConn) Write(p []byte) (int, error) {
@@ -132,13 +171,18 @@ type clientPool struct {
 // new one. fresh skips the idle ones. At MaxConnsPerHost it waits for a
 // connection to come back or a slot to free up.
 func (t *Transport) getConn(ctx context.Context, addr string, fresh bool) (*clientConn, error) {
+	return t.getConnAt(ctx, addr, fresh, time.Now())
+}
+
+// getConnAt is getConn for a caller that read the clock already.
+func (t *Transport) getConnAt(ctx context.Context, addr string, fresh bool, now time.Time) (*clientConn, error) {
 	for {
 		v, ok := t.pools.Load(addr)
 		if !ok {
 			v, _ = t.pools.LoadOrStore(addr, &clientPool{t: t, addr: addr})
 		}
 		p := v.(*clientPool)
-		cc, dial, ch, live := p.take(fresh)
+		cc, dial, ch, live := p.take(fresh, now)
 		switch {
 		case !live:
 			continue
@@ -162,7 +206,7 @@ func (t *Transport) getConn(ctx context.Context, addr string, fresh bool) (*clie
 
 // take returns an idle connection, or dial true with a slot taken for a
 // new one, or a channel to wait on. live false: the pool was removed.
-func (p *clientPool) take(fresh bool) (cc *clientConn, dial bool, ch chan *clientConn, live bool) {
+func (p *clientPool) take(fresh bool, now time.Time) (cc *clientConn, dial bool, ch chan *clientConn, live bool) {
 	t := p.t
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -171,7 +215,6 @@ func (p *clientPool) take(fresh bool) (cc *clientConn, dial bool, ch chan *clien
 	}
 	if !fresh && len(p.idle) > 0 {
 		timeout := t.idleTimeout()
-		now := time.Now()
 		for n := len(p.idle); n > 0; n = len(p.idle) {
 			cc := p.idle[n-1]
 			p.idle[n-1] = nil
@@ -257,6 +300,8 @@ func (p *clientPool) dropLocked() {
 // put makes a connection idle, or hands it to a waiter.
 func (p *clientPool) put(cc *clientConn) {
 	cc.reused = true
+	idleAt := cc.idleFrom
+	cc.idleFrom = time.Time{}
 	p.mu.Lock()
 	if len(p.waiters) > 0 {
 		ch := p.waiters[0]
@@ -277,7 +322,10 @@ func (p *clientPool) put(cc *clientConn) {
 		p.idle = p.idle[:copy(p.idle, p.idle[1:])]
 		p.dropLocked()
 	}
-	cc.idleAt = time.Now()
+	if idleAt.IsZero() {
+		idleAt = time.Now()
+	}
+	cc.idleAt = idleAt
 	p.idle = append(p.idle, cc)
 	p.mu.Unlock()
 	p.t.janitor.ensure(p.t)

@@ -328,7 +328,12 @@ type RelayConn struct {
 	size  int // the head's and body's bytes in the read buffer
 	taken bool
 	close bool
+	now   time.Time // the relay's last reading of the clock (SetNow)
 }
+
+// SetNow tells the connection the relay's last reading of the clock, near
+// the end of its answer: the wait for the next request counts from it.
+func (rc *RelayConn) SetNow(t time.Time) { rc.now = t }
 
 // Context is the context ServeConn was given: the values the caller set
 // for the connection. It is never canceled.
@@ -537,7 +542,7 @@ func (c *srvConn) tryRelay() (handled bool) {
 		return false // its body is not all here
 	}
 	rc.Req.Body = buf[end:size]
-	rc.c, rc.size, rc.taken, rc.close = c, size, false, false
+	rc.c, rc.size, rc.taken, rc.close, rc.now = c, size, false, false, time.Time{}
 	defer func() {
 		if rc.taken {
 			_, _ = br.Discard(rc.size)

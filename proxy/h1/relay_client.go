@@ -56,18 +56,23 @@ func (rr *RelayResponse) Field(i int) (name, value []byte) {
 // Release ends a short answer: its connection goes back to the pool, or is
 // closed when it cannot carry another request. Body and the fields are no
 // longer valid. A Resp is released by its body instead.
-func (rr *RelayResponse) Release() {
+func (rr *RelayResponse) Release() { rr.ReleaseAt(time.Time{}) }
+
+// ReleaseAt is Release for a caller that read the clock already: the
+// connection is idle from now (zero: the clock's time).
+func (rr *RelayResponse) ReleaseAt(now time.Time) {
 	cc := rr.cc
 	if cc == nil {
 		return
 	}
 	_, _ = cc.br.Discard(rr.size)
 	rr.cc, rr.Body, rr.head, rr.fields = nil, nil, nil, nil
+	cc.idleFrom = now
 	cc.release(rr.keep, nil, nil)
 }
 
 // Relay sends req, a whole HTTP/1.1 request (head and body) for method,
-// to addr on a pooled connection and reads its answer's head into rr, the
+// to addr on a pooled connection (now is the time of the request) and reads its answer's head into rr, the
 // short answer's body with it. Writing the request and reading the answer
 // end at deadline (zero: no limit), a Resp's body included; ctx bounds the
 // wait for a connection and the dial. A reused connection that fails
@@ -75,10 +80,10 @@ func (rr *RelayResponse) Release() {
 // when the request cannot have been seen or method is idempotent; else
 // the error wraps ErrServerClosedIdle. 1xx answers are skipped; a 101
 // is ErrUnaskedUpgrade.
-func (t *Transport) Relay(ctx context.Context, addr string, deadline time.Time, req []byte, method string, rr *RelayResponse) error {
+func (t *Transport) Relay(ctx context.Context, addr string, now, deadline time.Time, req []byte, method string, rr *RelayResponse) error {
 	fresh := false
 	for {
-		cc, err := t.getConn(ctx, addr, fresh)
+		cc, err := t.getConnAt(ctx, addr, fresh, now)
 		if err != nil {
 			return err
 		}
@@ -114,15 +119,17 @@ func (cc *clientConn) relay(deadline time.Time, req []byte, method string, rr *R
 		cc.deadline = !deadline.IsZero()
 	}
 	startRead, startWritten := cc.nread, cc.nwritten
-	if _, err := cc.Write(req); err != nil {
-		cc.p.closeConn(cc, true, true)
-		if cc.reused && clientIsStale(err) {
-			return &clientStaleError{err: err, unseen: cc.nwritten == startWritten}
-		}
-		return fmt.Errorf("h1: write request: %w", err)
-	}
+	// The request is written by the answer's first read (writeRead).
+	cc.pending, cc.werr = req, nil
 	if err := cc.relayResponse(method, rr); err != nil {
+		cc.pending = nil
 		cc.p.closeConn(cc, true, true)
+		if werr := cc.werr; werr != nil {
+			if cc.reused && clientIsStale(werr) {
+				return &clientStaleError{err: werr, unseen: cc.nwritten == startWritten}
+			}
+			return fmt.Errorf("h1: write request: %w", werr)
+		}
 		switch {
 		case cc.reused && errors.Is(err, clientErrIdle408):
 			return &clientStaleError{err: err, unseen: true}

@@ -229,6 +229,7 @@ type srvConn struct {
 	fields    []srvField  // a response's header fields being sorted
 	timer     *time.Timer // starts the watch of a long-running handler
 	rdeadline bool        // a read deadline may be set on nc
+	idleBy    time.Time   // the read deadline setIdleTimeout set, while nothing else changed it
 	linger    bool        // client bytes may be left unread: close gently
 	relay     RelayConn   // the request offered to Server.Relay
 
@@ -279,6 +280,7 @@ func (c *srvConn) serve() {
 			}
 			continue
 		}
+		c.idleBy = time.Time{} // the Handler path may change the deadline in many ways
 		x, err := c.readRequest()
 		if err != nil {
 			c.refuse(err)
@@ -346,6 +348,7 @@ func (c *srvConn) shut() {
 
 // setReadTimeout sets nc's read deadline d from now; zero clears it.
 func (c *srvConn) setReadTimeout(d time.Duration) {
+	c.idleBy = time.Time{}
 	if d > 0 {
 		_ = c.nc.SetReadDeadline(time.Now().Add(d))
 		c.rdeadline = true
@@ -373,7 +376,7 @@ func (c *srvConn) waitRequest(first bool) bool {
 		return true
 	}
 	if !first {
-		c.setReadTimeout(s.IdleTimeout)
+		c.setIdleTimeout(s.IdleTimeout)
 		c.state.Store(srvIdle)
 		if s.noKeepAlive.Load() {
 			return false
@@ -390,6 +393,30 @@ func (c *srvConn) waitRequest(first bool) bool {
 		c.headTimeout()
 	}
 	return true
+}
+
+// setIdleTimeout arms the wait for the next request's first byte. After a
+// relayed request, a deadline it armed before that is still at least d
+// away is kept, so that a busy connection does not move its deadline (a
+// timer update) at every request: the wait may last up to d/16 longer.
+// The relay's reading of the clock, if it made one, stands for now.
+func (c *srvConn) setIdleTimeout(d time.Duration) {
+	if d <= 0 {
+		c.setReadTimeout(0)
+		return
+	}
+	now := c.relay.now
+	c.relay.now = time.Time{} // this request's only
+	if now.IsZero() {
+		now = time.Now()
+	}
+	want := now.Add(d)
+	if !c.idleBy.IsZero() && !c.idleBy.Before(want) {
+		return
+	}
+	by := want.Add(d / 16)
+	_ = c.nc.SetReadDeadline(by)
+	c.rdeadline, c.idleBy = true, by
 }
 
 // headTimeout arms ReadHeaderTimeout for a head not wholly buffered yet.
