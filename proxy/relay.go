@@ -229,13 +229,15 @@ func (p *Proxy) relayExchange(rc *h1.RelayConn, rs *relayState, rt *route, start
 			}
 			return p.relayLocal(rc, rt, localReplyFor(err), err.Error())
 		}
+		// The answer goes out first: the bookkeeping after it is not
+		// the client's wait.
+		held.resp = false // relayAnswer gives it back
+		code, answered, cut = p.relayAnswer(rc, rs, req.Method, budgetOut, pol.StreamIdleTimeout)
 		if outcome.Failure {
 			held.settle(resilience.Failure)
 		} else {
 			held.settle(resilience.Success)
 		}
-		held.resp = false // relayAnswer gives it back
-		code, answered, cut = p.relayAnswer(rc, rs, req.Method, budgetOut, pol.StreamIdleTimeout)
 		held.releaseEndpoint()
 		held.releaseLimiter()
 		return code, answered, cut, ""
@@ -366,6 +368,9 @@ func (p *Proxy) relayAnswer(rc *h1.RelayConn, rs *relayState, method string, bud
 			}
 		}
 		err := rc.WriteResponse(resp, method, nil, streaming(resp))
+		if err == nil {
+			err = rc.Flush()
+		}
 		_ = body.Close()
 		return resp.StatusCode, now, err != nil
 	}
@@ -392,7 +397,7 @@ func (p *Proxy) relayAnswer(rc *h1.RelayConn, rs *relayState, method string, bud
 	rs.buf = b
 	code := rr.Status
 	rr.ReleaseAt(now)
-	if _, err := rc.Write(b); err != nil {
+	if _, err := rc.Write(b); err != nil || rc.Flush() != nil {
 		rc.CloseAfter()
 		return code, now, true
 	}
@@ -438,7 +443,7 @@ func (p *Proxy) relayLocal(rc *h1.RelayConn, rt *route, lr localReply, detail st
 	}
 	b = append(b, "\r\n"...)
 	b = append(b, text...)
-	if _, err := rc.Write(b); err != nil {
+	if _, err := rc.Write(b); err != nil || rc.Flush() != nil {
 		rc.CloseAfter()
 	}
 	return lr.status, time.Now(), false, lr.reason
