@@ -255,3 +255,64 @@ func BenchmarkRoundTrip(b *testing.B) {
 		})
 	}
 }
+
+// WriteRead writes a request and returns the answer's first bytes; when
+// the send buffer fills, it returns what it wrote and reads nothing; a
+// closed peer and a deadline end it with an error, never a hang.
+func TestWriteRead(t *testing.T) {
+	t.Run("answer", func(t *testing.T) {
+		c, peer := pair(t)
+		for i := range 100 { // each answer arrives only after its request
+			req := []byte{byte(i), 1, 2}
+			go func() {
+				buf := make([]byte, 3)
+				if _, err := io.ReadFull(peer, buf); err == nil {
+					time.Sleep(time.Millisecond)
+					_, _ = peer.Write(append([]byte("re:"), buf...))
+				}
+			}()
+			buf := make([]byte, 64)
+			nw, nr, werr, rerr := c.WriteRead(req, buf)
+			got := buf[:nr]
+			for rerr == nil && len(got) < 6 {
+				var n int
+				n, rerr = c.Read(buf[len(got):])
+				got = buf[:len(got)+n]
+			}
+			if nw != 3 || werr != nil || rerr != nil || !bytes.Equal(got, append([]byte("re:"), req...)) {
+				t.Fatalf("exchange %d: wrote %d (%v), read %q (%v)", i, nw, werr, got, rerr)
+			}
+		}
+	})
+	t.Run("send buffer full", func(t *testing.T) {
+		c, peer := pair(t)
+		big := make([]byte, 64<<20) // more than the socket buffers hold: the peer reads nothing yet
+		nw, nr, werr, rerr := c.WriteRead(big, make([]byte, 16))
+		if nw <= 0 || nw >= len(big) || nr != 0 || werr != nil || rerr != nil {
+			t.Fatalf("wrote %d of %d (%v), read %d (%v)", nw, len(big), werr, nr, rerr)
+		}
+		go func() { _, _ = io.Copy(io.Discard, peer) }()
+		if _, err := c.Write(big[nw:]); err != nil {
+			t.Fatalf("writing the rest: %v", err)
+		}
+	})
+	t.Run("peer closed before", func(t *testing.T) {
+		c, peer := pair(t)
+		_ = peer.Close()
+		time.Sleep(20 * time.Millisecond) // its FIN is in before the call
+		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		start := time.Now()
+		_, nr, werr, rerr := c.WriteRead([]byte("GET / HTTP/1.1\r\n\r\n"), make([]byte, 16))
+		if werr == nil && rerr == nil || nr != 0 || time.Since(start) > 2*time.Second {
+			t.Fatalf("read %d, write error %v, read error %v after %v", nr, werr, rerr, time.Since(start))
+		}
+	})
+	t.Run("deadline", func(t *testing.T) {
+		c, _ := pair(t)
+		_ = c.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+		_, _, werr, rerr := c.WriteRead([]byte("x"), make([]byte, 16))
+		if werr != nil || !errors.Is(rerr, os.ErrDeadlineExceeded) {
+			t.Fatalf("write error %v, read error %v; want a deadline", werr, rerr)
+		}
+	})
+}
