@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -477,5 +478,32 @@ func TestRelayIdleTimeout(t *testing.T) {
 	}
 	if d := time.Since(start); d < 200*time.Millisecond || d > 2*time.Second {
 		t.Fatalf("closed after %v idle, want about 400ms", d)
+	}
+}
+
+// Pipelined requests, relayed or not, are answered in order.
+func TestRelayPipelined(t *testing.T) {
+	up := newRawUpstream(t, func(n int, head string) string {
+		path := strings.Fields(head)[1]
+		return "HTTP/1.1 200 OK\r\nContent-Length: " + strconv.Itoa(len(path)) + "\r\n\r\n" + path
+	})
+	_, addr := testProxy(t, map[string][]string{"svc": {up.addr}}, nil)
+	c := dialRaw(t, addr)
+	var reqs strings.Builder
+	for i := range 6 {
+		reqs.WriteString("GET /" + strconv.Itoa(i) + " HTTP/1.1\r\nHost: svc\r\n")
+		if i%3 == 1 {
+			reqs.WriteString("TE: trailers\r\n") // the general path
+		}
+		reqs.WriteString("\r\n")
+	}
+	if _, err := io.WriteString(c.c, reqs.String()); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 6 {
+		resp, body := c.do("", "GET")
+		if resp.StatusCode != 200 || body != "/"+strconv.Itoa(i) {
+			t.Fatalf("answer %d: %d %q", i, resp.StatusCode, body)
+		}
 	}
 }
