@@ -203,6 +203,25 @@ func clientIsToken(s string) bool {
 // among them are what splitting and smuggling attacks use.
 func clientBadByte(c byte) bool { return (c < ' ' && c != '\t') || c == 0x7f }
 
+// fieldValue locates the value of a field line whose colon is at colon,
+// without the whitespace around it, and reports whether it holds only
+// bytes a value may hold.
+func fieldValue(line []byte, colon int) (v0, v1 int, ok bool) {
+	v0, v1 = colon+1, len(line)
+	for v0 < v1 && (line[v0] == ' ' || line[v0] == '\t') {
+		v0++
+	}
+	for v1 > v0 && (line[v1-1] == ' ' || line[v1-1] == '\t') {
+		v1--
+	}
+	for _, c := range line[v0:v1] {
+		if clientBadByte(c) {
+			return 0, 0, false
+		}
+	}
+	return v0, v1, true
+}
+
 // clientMalformed is the error for a response that breaks HTTP/1.1's
 // syntax.
 func clientMalformed(what string, b []byte) error {
@@ -283,17 +302,9 @@ func (h *clientHead) parse(raw []byte, fields []clientField, status bool) (_ []c
 			}
 			upper = c == '-'
 		}
-		v0, v1 := colon+1, len(line)
-		for v0 < v1 && (line[v0] == ' ' || line[v0] == '\t') {
-			v0++
-		}
-		for v1 > v0 && (line[v1-1] == ' ' || line[v1-1] == '\t') {
-			v1--
-		}
-		for _, c := range line[v0:v1] {
-			if clientBadByte(c) {
-				return nil, 0, clientMalformed("header field value", line)
-			}
+		v0, v1, ok := fieldValue(line, colon)
+		if !ok {
+			return nil, 0, clientMalformed("header field value", line)
 		}
 		fields = append(fields, clientField{off, off + colon, off + v0, off + v1})
 		off = nl + 1

@@ -170,17 +170,9 @@ func ScanRequest(head []byte, r *RawRequest) bool {
 				return false
 			}
 		}
-		v0, v1 := colon+1, len(line)
-		for v0 < v1 && (line[v0] == ' ' || line[v0] == '\t') {
-			v0++
-		}
-		for v1 > v0 && (line[v1-1] == ' ' || line[v1-1] == '\t') {
-			v1--
-		}
-		for _, c := range line[v0:v1] {
-			if clientBadByte(c) {
-				return false
-			}
+		v0, v1, ok := fieldValue(line, colon)
+		if !ok {
+			return false
 		}
 		name, value := line[:colon], line[v0:v1]
 		f := relayField{k0: int32(off), k1: int32(off + colon), v0: int32(off + v0), v1: int32(off + v1)}
@@ -204,7 +196,7 @@ func ScanRequest(head []byte, r *RawRequest) bool {
 			r.ContentLength = n
 		case EqualFold(name, "Connection"):
 			f.hop = true
-			close, ok := relayConnection(value)
+			close, _, ok := relayConnection(value)
 			if !ok {
 				return false
 			}
@@ -230,7 +222,7 @@ func ScanRequest(head []byte, r *RawRequest) bool {
 
 // relayConnection reads a Connection field made only of the keep-alive and
 // close options.
-func relayConnection(v []byte) (close, ok bool) {
+func relayConnection(v []byte) (close, keepAlive, ok bool) {
 	for len(v) > 0 {
 		var opt []byte
 		if i := bytes.IndexByte(v, ','); i >= 0 {
@@ -244,11 +236,12 @@ func relayConnection(v []byte) (close, ok bool) {
 		case EqualFold(opt, "close"):
 			close = true
 		case EqualFold(opt, "keep-alive"):
+			keepAlive = true
 		default:
-			return false, false
+			return false, false, false
 		}
 	}
-	return close, true
+	return close, keepAlive, true
 }
 
 // relayValidAuthority accepts a host name or IPv4 address and an

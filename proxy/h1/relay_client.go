@@ -1,7 +1,6 @@
 package h1
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -228,24 +227,11 @@ func relayFrame(raw []byte, fields []clientField, minor, code int, method string
 		v := raw[f.v0:f.v1]
 		switch string(raw[f.k0:f.k1]) {
 		case "Connection":
-			for len(v) > 0 {
-				var opt []byte
-				if i := bytes.IndexByte(v, ','); i >= 0 {
-					opt, v = v[:i], v[i+1:]
-				} else {
-					opt, v = v, nil
-				}
-				opt = bytes.TrimSpace(opt)
-				switch {
-				case len(opt) == 0:
-				case EqualFold(opt, "close"):
-					closing = true
-				case EqualFold(opt, "keep-alive"):
-					keepAlive = true
-				default:
-					return 0, false, false, nil
-				}
+			c, k, ok := relayConnection(v)
+			if !ok {
+				return 0, false, false, nil
 			}
+			closing, keepAlive = closing || c, keepAlive || k
 		case "Content-Length":
 			lengths++
 			m, ok := clientParseLength(string(v))
