@@ -47,6 +47,9 @@ func (c *conn) Read(b []byte) (int, error) {
 	if len(c.pending) > 0 {
 		n := copy(b, c.pending)
 		c.pending = c.pending[n:]
+		if len(c.pending) == 0 {
+			c.dropPending()
+		}
 		return n, nil
 	}
 	if c.sock != nil {
@@ -77,13 +80,20 @@ func (c *conn) Close() error {
 		if c.onClose != nil {
 			c.onClose()
 		}
-		if c.buf != nil {
-			c.pending = nil
-			putBuf(c.buf)
-			c.buf = nil
-		}
 	})
 	return err
+}
+
+// dropPending gives the detection buffer back once its bytes are read. It
+// is the reading goroutine's: Close, which another goroutine may call
+// while a read runs (a shutdown), leaves the buffer alone, and a
+// connection closed with bytes unread leaves it to the garbage collector.
+func (c *conn) dropPending() {
+	c.pending = nil
+	if c.buf != nil {
+		putBuf(c.buf)
+		c.buf = nil
+	}
 }
 
 // reset closes the connection so that the client sees a reset, the TCP
@@ -103,6 +113,7 @@ var connectPrefix = []byte("CONNECT ")
 // handle serves one accepted connection to its end. Nothing a client sends
 // may crash meshd: a panic is logged and ends only this connection.
 func (p *Proxy) handle(c *conn, inbound bool) {
+	defer c.dropPending() // everything that read c has returned
 	defer func() {
 		if r := recover(); r != nil {
 			p.log.Error("connection handler panicked", zap.Any("panic", r), zap.Stack("stack"))

@@ -63,7 +63,7 @@ func (p *Proxy) tunnel(w http.ResponseWriter, up net.Conn, head func(io.Writer) 
 		pre = append(pre, b...)
 	}
 	pre = append(pre, c.pending...)
-	c.pending = nil
+	c.dropPending()
 	p.pipe(c, up, pre, idle, key)
 }
 
