@@ -240,7 +240,10 @@ func (p *Proxy) relayExchange(rc *h1.RelayConn, rs *relayState, rt *route, start
 		}
 		held.releaseEndpoint()
 		held.releaseLimiter()
-		return code, answered, cut, ""
+		if budgetOut {
+			reason = "retry-budget-exhausted"
+		}
+		return code, answered, cut, reason
 	}
 }
 
