@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/meshd/meshd/config"
+	"github.com/meshd/meshd/internal/loopserve"
 )
 
 // rawUpstream is a loopback upstream that answers each request head with
@@ -29,58 +30,33 @@ type rawUpstream struct {
 
 func newRawUpstream(t *testing.T, answer func(n int, head string) string) *rawUpstream {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	u := &rawUpstream{addr: ln.Addr().String()}
-	var wg sync.WaitGroup
-	var open sync.Map
-	t.Cleanup(func() {
-		ln.Close()
-		open.Range(func(k, _ any) bool { k.(net.Conn).Close(); return true })
-		wg.Wait()
-	})
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
+	u := &rawUpstream{}
+	u.addr = loopserve.Serve(t, func(c net.Conn) {
+		u.conns.Add(1)
+		br := bufio.NewReader(c)
 		for {
-			c, err := ln.Accept()
+			head, err := readHead(br)
 			if err != nil {
 				return
 			}
-			u.conns.Add(1)
-			open.Store(c, nil)
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				br := bufio.NewReader(c)
-				for {
-					head, err := readHead(br)
-					if err != nil {
-						return
-					}
-					if n := contentLength(head); n > 0 {
-						body := make([]byte, n)
-						if _, err := io.ReadFull(br, body); err != nil {
-							return
-						}
-						head += string(body)
-					}
-					u.mu.Lock()
-					u.heads = append(u.heads, head)
-					n := len(u.heads)
-					u.mu.Unlock()
-					a := answer(n, head)
-					out, closing := strings.CutSuffix(a, "<close>")
-					if _, err := io.WriteString(c, out); err != nil || closing {
-						return
-					}
+			if n := contentLength(head); n > 0 {
+				body := make([]byte, n)
+				if _, err := io.ReadFull(br, body); err != nil {
+					return
 				}
-			}()
+				head += string(body)
+			}
+			u.mu.Lock()
+			u.heads = append(u.heads, head)
+			n := len(u.heads)
+			u.mu.Unlock()
+			a := answer(n, head)
+			out, closing := strings.CutSuffix(a, "<close>")
+			if _, err := io.WriteString(c, out); err != nil || closing {
+				return
+			}
 		}
-	}()
+	})
 	return u
 }
 

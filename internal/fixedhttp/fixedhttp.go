@@ -6,8 +6,9 @@ package fixedhttp
 import (
 	"bufio"
 	"net"
-	"sync"
 	"testing"
+
+	"github.com/meshd/meshd/internal/loopserve"
 )
 
 // Start serves answer to every request head read on a new loopback
@@ -15,42 +16,7 @@ import (
 // listener and every connection, and waits for their goroutines.
 func Start(tb testing.TB, answer []byte) string {
 	tb.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var conns []net.Conn
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				serve(c, answer)
-			}()
-		}
-	}()
-	tb.Cleanup(func() {
-		_ = ln.Close()
-		mu.Lock()
-		for _, c := range conns {
-			_ = c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
-	})
-	return ln.Addr().String()
+	return loopserve.Serve(tb, func(c net.Conn) { serve(c, answer) })
 }
 
 // serve answers each head on c; requests carry no body, so a head ends
