@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"syscall"
 	"time"
 
 	"go.uber.org/zap"
@@ -64,6 +65,12 @@ func (c *conn) Write(b []byte) (int, error) {
 	}
 	return c.tcp.Write(b)
 }
+
+// Socket is the connection's socket, for a look at its state that reads
+// nothing (proxy/h1 peeks to learn that a client went away). It is not
+// SyscallConn: the standard library would then take the connection for
+// a file to send from, and miss the detection bytes.
+func (c *conn) Socket() syscall.Conn { return c.tcp }
 
 func (c *conn) CloseWrite() error                  { return c.tcp.CloseWrite() }
 func (c *conn) LocalAddr() net.Addr                { return c.tcp.LocalAddr() }

@@ -70,9 +70,7 @@ func (p *Proxy) newHTTPSide(name string, index int) *httpSide {
 	}
 	// HTTP/2 with prior knowledge (h2c, so gRPC) is served by x/net/http2
 	// on the same handler; its flow control is the library's.
-	if index == sideOutbound {
-		s.h1.Relay = func(rc *h1.RelayConn) { p.relay(s, rc) }
-	}
+	s.h1.Relay = func(rc *h1.RelayConn) { p.relay(s, rc) }
 	s.h2 = &http2.Server{IdleTimeout: p.cfg.IdleTimeout, MaxReadFrameSize: 1 << 20}
 	return s
 }

@@ -18,20 +18,33 @@ import (
 	"github.com/meshd/meshd/resilience"
 )
 
-// The relay is the outbound path of plain HTTP/1.1 requests to a mesh
-// service: proxy/h1 offers it each request whose head and body are already
-// buffered and hold nothing unusual (h1.ScanRequest), and it forwards the
-// bytes as they are, under the same resilience policy as the general path
-// (exchange), without building an http.Request, a header map or a
-// context per request. It declines, leaving the request to the general
-// path, whatever it does not handle the same way: inbound requests,
-// authorities discovery does not know (passthrough), errors of routing,
-// no request timeout, or a body over the retry body limit.
+// The relay is the path of plain HTTP/1.1 requests: proxy/h1 offers it
+// each request whose head and body are already buffered and hold nothing
+// unusual (h1.ScanRequest), and it forwards the bytes as they are, without
+// building an http.Request, a header map or a context per request.
 //
-// What differs from the general path: the client is not watched for going
-// away while the upstream works on its request (the request timeout
-// bounds that wait, which is why a route without one is not relayed);
-// field names go upstream as the client wrote them, in its order.
+// Outbound, it takes requests to a mesh service and sends them under the
+// same resilience policy as the general path (exchange). It declines,
+// leaving the request to the general path, whatever it does not handle
+// the same way: authorities discovery does not know (passthrough), errors
+// of routing, no request timeout, or a body over the retry body limit.
+// The client is not watched for going away while the upstream works on
+// its request: the request timeout bounds that wait, which is why a route
+// without one is not relayed.
+//
+// Inbound, it takes every request, and delivers it to the local app as
+// the general path does: one attempt, under no policy but the connect
+// timeout. With no request timeout to bound the wait, the client is
+// looked at every relayWatchEvery while the app has not answered, and
+// watched as a Handler's is while a streamed answer passes on: a client
+// that goes away ends the request (499), and closes the app's connection.
+//
+// Either way field names go upstream as the client wrote them, in its
+// order.
+
+// relayWatchEvery is how often an inbound relay looks at its client while
+// the app has not answered.
+const relayWatchEvery = 100 * time.Millisecond
 
 // relayState is what relaying needs of its own on one client connection,
 // made at its first relayed request and used by each of them in turn.
@@ -45,13 +58,23 @@ type relayState struct {
 	buf       []byte       // the answer's head, and a short answer's body
 	resp      h1.RelayResponse
 	requestID [36]byte
+
+	// Inbound.
+	inCtx   routeContext     // the wait for a connection to the app, and its dial
+	client  *h1.RelayConn    // the connection watchClient looks at
+	watchFn func() time.Time // watchClient, bound once
+	gone    bool             // the client went away during this request
+	// The access log's path and request ID, copied when the request's
+	// bytes leave the read buffer before the log is written (saved).
+	logPath, logID []byte
+	saved          bool
 }
 
-// relay is proxy/h1's Server.Relay on the outbound listener.
+// relay is proxy/h1's Server.Relay.
 func (p *Proxy) relay(s *httpSide, rc *h1.RelayConn) {
 	req := &rc.Req
 	info, _ := rc.Context().Value(connInfoKey).(*connInfo)
-	if info == nil || info.inbound || req.NumFields() > p.cfg.MaxHeaderCount {
+	if info == nil || req.NumFields() > p.cfg.MaxHeaderCount {
 		return
 	}
 	rs, _ := rc.State.(*relayState)
@@ -62,21 +85,37 @@ func (p *Proxy) relay(s *httpSide, rc *h1.RelayConn) {
 	if string(req.Host) != rs.host {
 		rs.host = string(req.Host)
 	}
-	name := ServiceName(rs.host)
-	if name == "" {
-		return
-	}
 	start := time.Now()
-	rs.routeWait = reusable(rs.routeWait)
-	rt, err := p.serviceRouteInto(rc.Context(), name, &rs.rt, rs.routeWait)
-	if err != nil {
-		return
+	var rt *route
+	var code int
+	var answered time.Time
+	var cut bool
+	var reason string
+	rs.saved = false
+	if info.inbound {
+		if rs.rt.target == "" {
+			rs.rt = route{key: "inbound", target: p.inboundTarget(info.dst)}
+		}
+		rt = &rs.rt
+		rc.Take()
+		code, answered, cut, reason = p.relayInbound(rc, rs, start)
+	} else {
+		name := ServiceName(rs.host)
+		if name == "" {
+			return
+		}
+		rs.routeWait = reusable(rs.routeWait)
+		var err error
+		rt, err = p.serviceRouteInto(rc.Context(), name, &rs.rt, rs.routeWait)
+		if err != nil {
+			return
+		}
+		if pol := &rt.up.policy; pol.RequestTimeout <= 0 || req.ContentLength > int64(pol.RetryBodyMax) {
+			return
+		}
+		rc.Take()
+		code, answered, cut, reason = p.relayExchange(rc, rs, rt, start)
 	}
-	if pol := &rt.up.policy; pol.RequestTimeout <= 0 || req.ContentLength > int64(pol.RetryBodyMax) {
-		return
-	}
-	rc.Take()
-	code, answered, cut, reason := p.relayExchange(rc, rs, rt, start)
 	rc.SetNow(answered)
 	if p.metrics != nil {
 		st := p.stats(s, rt)
@@ -84,16 +123,9 @@ func (p *Proxy) relay(s *httpSide, rc *h1.RelayConn) {
 		st.duration.Observe(answered.Sub(start).Seconds())
 	}
 	if p.cfg.AccessLog {
-		path := req.Target
-		for i, c := range path {
-			if c == '?' {
-				path = path[:i]
-				break
-			}
-		}
-		id, _ := req.Get(HeaderRequestID)
-		if len(id) == 0 {
-			id = rs.requestID[:]
+		path, id := rs.logPath, rs.logID
+		if !rs.saved {
+			path, id = rs.logFields(req)
 		}
 		p.log.Info("request", zap.String("direction", s.name), zap.String("method", req.Method),
 			zap.String("authority", rs.host), zap.ByteString("path", path), zap.Int("code", code),
@@ -102,6 +134,81 @@ func (p *Proxy) relay(s *httpSide, rc *h1.RelayConn) {
 			zap.String("x_meshd_error", reason), zap.Bool("cut", cut),
 			zap.ByteString("request_id", id))
 	}
+}
+
+// logFields are the access log's path (the target without its query) and
+// request ID of req: the client's, or the one meshd made.
+func (rs *relayState) logFields(req *h1.RawRequest) (path, id []byte) {
+	path = req.Target
+	for i, c := range path {
+		if c == '?' {
+			path = path[:i]
+			break
+		}
+	}
+	id, _ = req.Get(HeaderRequestID)
+	if len(id) == 0 {
+		id = rs.requestID[:]
+	}
+	return path, id
+}
+
+// relayInbound delivers the request to the local app and answers the
+// client, watching it. It returns what relayExchange does.
+func (p *Proxy) relayInbound(rc *h1.RelayConn, rs *relayState, start time.Time) (code int, answered time.Time, cut bool, reason string) {
+	req := &rc.Req
+	rt := &rs.rt
+	id, ok := req.Get(HeaderRequestID)
+	newID := !ok || len(id) == 0
+	if newID {
+		appendRequestID(&rs.requestID)
+	}
+	rs.out = relayRequestHead(rs.out[:0], req, 0, newID, &rs.requestID)
+	rs.out = append(rs.out, req.Body...)
+	if rs.watchFn == nil {
+		rs.watchFn = rs.watchClient
+	}
+	rs.client, rs.gone = rc, false
+	rs.inCtx = routeContext{Context: rc.Context(), rt: rt}
+	rr := &rs.resp
+	rr.Watch = rs.watchFn
+	err := p.transport.Relay(&rs.inCtx, rt.target, start, start.Add(relayWatchEvery), rs.out, req.Method, rr)
+	rr.Watch = nil
+	switch {
+	case rs.gone && err != nil:
+		rc.CloseAfter()
+		return 499, time.Now(), false, "" // as the general path counts a client gone
+	case err != nil:
+		if ce := p.log.Check(zap.DebugLevel, "local reply"); ce != nil {
+			ce.Write(zap.String("authority", rs.host), zap.Error(err))
+		}
+		return p.relayLocal(rc, rt, localReplyFor(err), err.Error())
+	}
+	if rr.Resp != nil {
+		// A streamed answer's end is the app's to decide: the client is
+		// watched meanwhile, as a Handler's is.
+		rs.logPath, rs.logID = rs.logFields(req)
+		rs.logPath = append(rs.logPath[:0:0], rs.logPath...)
+		rs.logID = append(rs.logID[:0:0], rs.logID...)
+		rs.saved = true
+		body := rr.Resp.Body
+		rc.WatchClient(func() { _ = body.Close() })
+		code, answered, cut = p.relayAnswer(rc, rs, req.Method, false, 0)
+		rc.StopWatch()
+		return code, answered, cut, ""
+	}
+	code, answered, cut = p.relayAnswer(rc, rs, req.Method, false, 0)
+	return code, answered, cut, ""
+}
+
+// watchClient is the inbound relay's RelayResponse.Watch: it ends the
+// wait for the app's answer when the client has gone away.
+func (rs *relayState) watchClient() time.Time {
+	if rs.client.ClientGone() {
+		rs.gone = true
+		return time.Time{}
+	}
+	return time.Now().Add(relayWatchEvery)
 }
 
 // relayExchange sends the request along rt under its upstream's policy,
@@ -454,7 +561,8 @@ func (p *Proxy) relayLocal(rc *h1.RelayConn, rt *route, lr localReply, detail st
 
 // relayRequestHead appends the head of attempt n of req as it goes
 // upstream: its fields but Connection and X-Meshd-Attempt, an
-// X-Request-Id when newID (id's), and X-Meshd-Attempt.
+// X-Request-Id when newID (id's), and X-Meshd-Attempt. n zero (inbound)
+// leaves the client's X-Meshd-Attempt as it is, and adds none.
 func relayRequestHead(b []byte, req *h1.RawRequest, n int, newID bool, id *[36]byte) []byte {
 	b = append(b, req.Method...)
 	b = append(b, ' ')
@@ -467,7 +575,7 @@ func relayRequestHead(b []byte, req *h1.RawRequest, n int, newID bool, id *[36]b
 	}
 	for i, nf := 0, req.NumFields(); i < nf; i++ {
 		k, v, hop := req.Field(i)
-		if hop || h1.EqualFold(k, HeaderAttempt) || newID && h1.EqualFold(k, HeaderRequestID) {
+		if hop || n > 0 && h1.EqualFold(k, HeaderAttempt) || newID && h1.EqualFold(k, HeaderRequestID) {
 			continue
 		}
 		b = append(b, k...)
@@ -483,7 +591,10 @@ func relayRequestHead(b []byte, req *h1.RawRequest, n int, newID bool, id *[36]b
 		b = append(b, id[:]...)
 		b = append(b, '\r', '\n')
 	}
-	b = append(b, HeaderAttempt+": "...)
-	b = strconv.AppendInt(b, int64(n), 10)
-	return append(b, "\r\n\r\n"...)
+	if n > 0 {
+		b = append(b, HeaderAttempt+": "...)
+		b = strconv.AppendInt(b, int64(n), 10)
+		b = append(b, '\r', '\n')
+	}
+	return append(b, '\r', '\n')
 }

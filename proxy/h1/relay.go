@@ -349,6 +349,51 @@ func (rc *RelayConn) Closing() bool {
 // CloseAfter makes the connection end after this answer.
 func (rc *RelayConn) CloseAfter() { rc.close = true }
 
+// ClientGone reports whether the client has closed or reset the
+// connection, by a look at the socket that does not wait. Bytes the
+// client sent after the request (or a connection that cannot be looked
+// at) say it is still there.
+func (rc *RelayConn) ClientGone() bool {
+	c := rc.c
+	switch {
+	case c.state.Load() == srvClosing:
+		return true // the Server closed it
+	case c.br.Buffered() > rc.size:
+		return false
+	}
+	return peekSocket(c.nc) == peekEnded
+}
+
+// WatchClient has gone called, on another goroutine, if the client goes
+// away before StopWatch: as for a Handler, the connection is watched once
+// the answer has taken 100 ms. The request's bytes leave the read
+// buffer first (what the client sends next is read into it): Req is no
+// longer valid. A relay calls it before passing on an answer whose end it
+// cannot bound in time.
+func (rc *RelayConn) WatchClient(gone func()) {
+	c := rc.c
+	_, _ = c.br.Discard(rc.size)
+	rc.size, rc.Req = 0, RawRequest{}
+	c.mu.Lock()
+	c.cancel = gone
+	c.inHandler, c.bodyDone, c.watchWanted = true, true, false
+	c.mu.Unlock()
+	if c.timer == nil {
+		c.timer = time.AfterFunc(srvWatchDelay, c.watchFire)
+	} else {
+		c.timer.Reset(srvWatchDelay)
+	}
+}
+
+// StopWatch ends WatchClient's watch, waiting for its read to end. When
+// the client was seen to go away, the connection ends after this answer.
+func (rc *RelayConn) StopWatch() {
+	rc.c.stopWatch(false)
+	if rc.c.broken.Load() {
+		rc.close = true
+	}
+}
+
 // Write buffers answer bytes, writing out what the buffer cannot hold.
 // The first write error is returned by it and every later call.
 func (rc *RelayConn) Write(p []byte) (int, error) {

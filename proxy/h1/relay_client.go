@@ -24,6 +24,14 @@ type RelayResponse struct {
 	Body   []byte         // the short answer's body
 	Resp   *http.Response // the answer when it is not short
 
+	// Watch, when set, is called when Relay's deadline passes while it
+	// waits for the answer's head (the request written): a time it
+	// returns is the new deadline, and the wait goes on; the zero time
+	// ends it with the deadline's error. It is how a caller without a
+	// deadline of its own looks at something else (its client) now and
+	// then.
+	Watch func() time.Time
+
 	head   []byte
 	fields []clientField
 	fbuf   [relayMaxFields]clientField
@@ -78,7 +86,8 @@ func (rr *RelayResponse) ReleaseAt(now time.Time) {
 // before a byte of the answer came back is replaced by a new one once,
 // when the request cannot have been seen or method is idempotent; else
 // the error wraps ErrServerClosedIdle. 1xx answers are skipped; a 101
-// is ErrUnaskedUpgrade.
+// is ErrUnaskedUpgrade. rr.Watch may move the deadline of the wait for
+// the answer's head.
 func (t *Transport) Relay(ctx context.Context, addr string, now, deadline time.Time, req []byte, method string, rr *RelayResponse) error {
 	fresh := false
 	for {
@@ -149,9 +158,23 @@ func (cc *clientConn) relayResponse(method string, rr *RelayResponse) error {
 	var inBuf bool
 	var fields []clientField
 	var statusEnd int
+	var resume func() bool
+	if rr.Watch != nil {
+		resume = func() bool {
+			if cc.werr != nil || cc.pending != nil {
+				return false // the request is not all written
+			}
+			d := rr.Watch()
+			if d.IsZero() {
+				return false
+			}
+			_ = cc.nc.SetDeadline(d)
+			return true
+		}
+	}
 	for {
 		var err error
-		raw, inBuf, err = cc.rawHead(budget)
+		raw, inBuf, err = cc.rawHead(budget, resume)
 		if err != nil {
 			return err
 		}

@@ -616,7 +616,7 @@ func (c *srvConn) stopWatch(hijack bool) bool {
 	c.timer.Stop()
 	if watching {
 		<-done
-		c.rdeadline = true
+		c.rdeadline, c.idleBy = true, time.Time{}
 	}
 	return hijacked
 }
