@@ -21,6 +21,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -46,6 +47,8 @@ type options struct {
 	maxTotal    time.Duration
 	quietWait   time.Duration
 	meshdEnv    []string
+	netns       string   // the namespace the harness runs in (netns.go)
+	notes       []string // notes of the harness that started this one
 }
 
 func main() {
@@ -82,6 +85,9 @@ func benchMain(args []string) int {
 	fs.DurationVar(&o.maxTotal, "max-total", 40*time.Minute, "stop everything after this long, whatever happens")
 	fs.DurationVar(&o.quietWait, "quiet-wait", time.Minute, "before starting, wait at most this long for other processes to leave the machine quiet (0 = don't)")
 	meshdEnv := fs.String("meshd-env", "", "extra KEY=VALUE settings for meshd, comma-separated (recorded in the results)")
+	useNetns := fs.Bool("netns-own", true, "when root, run in a network namespace of the harness's own, so that the two-hop row goes through the server meshd's inbound listener (iptables)")
+	fs.StringVar(&o.netns, "netns", "", "the namespace the harness was started in by itself (internal)")
+	fs.Func("note", "a note for the results (internal, repeatable)", func(v string) error { o.notes = append(o.notes, v); return nil })
 	_ = fs.Parse(args)
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
@@ -118,6 +124,32 @@ func benchMain(args []string) int {
 	if o.reps < 1 || o.duration <= 0 {
 		fmt.Fprintln(os.Stderr, "bench: -reps must be ≥ 1 and -duration > 0")
 		return 2
+	}
+	if o.netns == "" && *useNetns {
+		// Everything the run needs from the network is installed first:
+		// the namespace has none.
+		notes := installFirst(o)
+		ok, why := netnsPlan()
+		if !ok {
+			o.notes = append(o.notes, "the two-hop row goes through the server meshd's outbound listener, not its inbound one: "+why)
+		} else {
+			child := append(append([]string(nil), args...), "-install=false")
+			for _, n := range notes {
+				child = append(child, "-note", n)
+			}
+			code, err := runInNetns(child)
+			if err != nil {
+				fmt.Fprintln(os.Stderr, "bench:", err)
+				return 1
+			}
+			return code
+		}
+	}
+	if o.netns != "" {
+		if err := checkInNetns(o.netns); err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			return 2
+		}
 	}
 	if err := run(o, strings.Join(append([]string{"bench"}, args...), " ")); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
@@ -179,7 +211,7 @@ func run(o options, command string) (err error) {
 	if err != nil {
 		return err
 	}
-	e := &benchEnv{opts: o, ps: ps, tmp: tmp, baseEnv: cleanEnv(), self: self}
+	e := &benchEnv{opts: o, ps: ps, tmp: tmp, baseEnv: cleanEnv(), self: self, netns: o.netns}
 	if e.meshdBin, err = filepath.Abs(o.meshdBin); err != nil {
 		return err
 	}
@@ -192,8 +224,25 @@ func run(o options, command string) (err error) {
 	if o.out == "" {
 		o.out = filepath.Join("bench", "results", res.Date)
 	}
+	res.Notes = append(res.Notes, o.notes...)
+	if e.netns != "" {
+		if err := e.redirectInbound(ctx); err != nil {
+			return err
+		}
+		res.Notes = append(res.Notes, "every row ran inside a network namespace of the harness's own ("+e.netns+
+			", loopback only), so that the two-hop row's server meshd takes its connections through an iptables redirect")
+	}
 	if want["haproxy"] || want["nginx"] {
-		res.Notes = append(res.Notes, ensurePeers(ctx, e, want, o.install)...)
+		for _, n := range ensurePeers(ctx, e, want, o.install) {
+			if !slices.Contains(res.Notes, n) {
+				res.Notes = append(res.Notes, n)
+			}
+		}
+	}
+	for i, d := range defs {
+		if d.name == "meshd-2hop" && e.netns == "" {
+			defs[i].desc = twoHopOutboundDesc
+		}
 	}
 	var kept []rowDef
 	for _, d := range defs {

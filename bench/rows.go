@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 )
@@ -64,18 +65,23 @@ var allRows = []rowDef{
 	},
 	{
 		name: "meshd-2hop",
-		desc: "two hops: fortio → client meshd (Host: echo → static endpoint = the server meshd's listener) → server meshd (Host: echo → echo server); both on the proxy core; opaque: two nested CONNECT tunnels",
+		desc: "two hops: fortio → client meshd (Host: echo → static endpoint " + inboundVIP + ":<echo port>) → iptables REDIRECT → server meshd's inbound listener (original destination looked up; delivered to 127.0.0.1:<echo port>, MESHD_INBOUND_TARGET=localhost) → echo server; both meshd on the proxy core; opaque: one CONNECT tunnel through the client meshd, then the server meshd's inbound opaque TCP",
 		setup: func(ctx context.Context, e *benchEnv) (*rowInstance, error) {
-			srv, err := e.startMeshd(ctx, "meshd-server", "echo="+e.echoAddr+";sink="+e.sinkAddr)
+			if e.netns == "" {
+				return e.startTwoHopOutbound(ctx)
+			}
+			// The redirect to this inbound address is in place from the
+			// start of the run (netns.go).
+			srv, err := e.startMeshd(ctx, "meshd-server", "", "MESHD_INBOUND_TARGET=localhost", "MESHD_INBOUND_ADDR="+e.inboundAddr)
 			if err != nil {
 				return nil, err
 			}
-			cli, err := e.startMeshd(ctx, "meshd-client", "echo="+srv.outbound+";sink="+srv.outbound)
+			cli, err := e.startMeshd(ctx, "meshd-client", "echo="+vip(e.echoAddr)+";sink="+vip(e.sinkAddr))
 			if err != nil {
 				srv.p.stop()
 				return nil, err
 			}
-			return &rowInstance{url: e.echoURL(cli.outbound), streamAddr: cli.outbound, streamHops: 2,
+			return &rowInstance{url: e.echoURL(cli.outbound), streamAddr: cli.outbound, streamHops: 1,
 				proxies: []*proc{srv.p, cli.p}, adminAddr: cli.admin}, nil
 		},
 	},
@@ -105,6 +111,11 @@ type benchEnv struct {
 	sinkAddr   string
 	haproxyBin string
 	nginxBin   string
+	// netns is the namespace the harness runs in, its own (netns.go), or
+	// "" on the host's loopback; inboundAddr is where its iptables rule
+	// sends connections for inboundVIP (the server meshd's inbound
+	// listener).
+	netns, inboundAddr string
 	// nginxStream is "static", a load_module path, or "" (no opaque row).
 	nginxStream string
 }
@@ -141,9 +152,38 @@ type meshdInstance struct {
 	admin    string
 }
 
-// startMeshd runs bin/meshd with every listener on loopback and the given
-// static endpoints, and waits for /ready.
-func (e *benchEnv) startMeshd(ctx context.Context, name, endpoints string) (*meshdInstance, error) {
+// twoHopOutboundDesc is the two-hop row without a namespace of the
+// harness's own (see netns.go).
+const twoHopOutboundDesc = "two hops, without iptables (the harness is not root, or has no ip or iptables): fortio → client meshd (Host: echo → static endpoint = the server meshd's outbound listener) → server meshd (Host: echo → echo server); both on the proxy core; opaque: two nested CONNECT tunnels"
+
+// startTwoHopOutbound is the two-hop row without iptables: the server
+// sidecar takes the call on its outbound listener, routed by Host.
+func (e *benchEnv) startTwoHopOutbound(ctx context.Context) (*rowInstance, error) {
+	srv, err := e.startMeshd(ctx, "meshd-server", "echo="+e.echoAddr+";sink="+e.sinkAddr)
+	if err != nil {
+		return nil, err
+	}
+	cli, err := e.startMeshd(ctx, "meshd-client", "echo="+srv.outbound+";sink="+srv.outbound)
+	if err != nil {
+		srv.p.stop()
+		return nil, err
+	}
+	return &rowInstance{url: e.echoURL(cli.outbound), streamAddr: cli.outbound, streamHops: 2,
+		proxies: []*proc{srv.p, cli.p}, adminAddr: cli.admin}, nil
+}
+
+// vip is addr (a loopback host:port) on inboundVIP: the address a client
+// sidecar calls for the server sidecar's app.
+func vip(addr string) string {
+	_, port, _ := strings.Cut(addr, ":")
+	return inboundVIP + ":" + port
+}
+
+// startMeshd runs bin/meshd with every listener on loopback, the given
+// static endpoints (none when empty) and extra settings (a
+// MESHD_INBOUND_ADDR among them in place of a free port), and waits for
+// /ready.
+func (e *benchEnv) startMeshd(ctx context.Context, name, endpoints string, extra ...string) (*meshdInstance, error) {
 	ports, err := freePorts(4)
 	if err != nil {
 		return nil, err
@@ -151,14 +191,18 @@ func (e *benchEnv) startMeshd(ctx context.Context, name, endpoints string) (*mes
 	out, in, admin, health := loopback(ports[0]), loopback(ports[1]), loopback(ports[2]), loopback(ports[3])
 	env := append(append([]string(nil), e.baseEnv...),
 		"MESHD_OUTBOUND_ADDR="+out,
-		"MESHD_INBOUND_ADDR="+in,
 		"MESHD_ADMIN_ADDR="+admin,
 		"MESHD_HEALTH_ADDR="+health,
-		"MESHD_STATIC_ENDPOINTS="+endpoints,
 		"MESHD_LOG_LEVEL=warn",
 		"MESHD_DRAIN_TIMEOUT=0",
 	)
-	env = append(env, e.opts.meshdEnv...)
+	if endpoints != "" {
+		env = append(env, "MESHD_STATIC_ENDPOINTS="+endpoints)
+	}
+	if !slices.ContainsFunc(extra, func(kv string) bool { return strings.HasPrefix(kv, "MESHD_INBOUND_ADDR=") }) {
+		env = append(env, "MESHD_INBOUND_ADDR="+in)
+	}
+	env = append(append(env, extra...), e.opts.meshdEnv...)
 	p, err := e.ps.start(name, proxyCore, env, e.tmp, e.next(name+".log"), e.meshdBin, "run")
 	if err != nil {
 		return nil, err
