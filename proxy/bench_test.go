@@ -56,35 +56,43 @@ func BenchmarkPerRequestResilience(b *testing.B) {
 // and a 1 KiB answer back. The upstream is a minimal fixed responder, so
 // that allocs/op is meshd's own. "relay" is a plain request, which the
 // relay forwards; "general" one with a TE field, which makes it take the
-// general path (http.Request, the exchange, the h1 client).
+// general path (http.Request, the exchange, the h1 client). "inbound" is
+// the plain request on the inbound path (a redirected connection's, its
+// original destination the upstream), which the relay delivers.
 func BenchmarkHTTP1Request(b *testing.B) {
-	b.Run("relay", func(b *testing.B) {
-		benchmarkHTTP1Request(b, "GET /echo HTTP/1.1\r\nHost: echo\r\nUser-Agent: bench\r\n\r\n")
-	})
+	const plain = "GET /echo HTTP/1.1\r\nHost: echo\r\nUser-Agent: bench\r\n\r\n"
+	b.Run("relay", func(b *testing.B) { benchmarkHTTP1Request(b, plain, false) })
 	b.Run("general", func(b *testing.B) {
-		benchmarkHTTP1Request(b, "GET /echo HTTP/1.1\r\nHost: echo\r\nUser-Agent: bench\r\nTE: trailers\r\n\r\n")
+		benchmarkHTTP1Request(b, "GET /echo HTTP/1.1\r\nHost: echo\r\nUser-Agent: bench\r\nTE: trailers\r\n\r\n", false)
 	})
+	b.Run("inbound", func(b *testing.B) { benchmarkHTTP1Request(b, plain, true) })
 }
 
-func benchmarkHTTP1Request(b *testing.B, request string) {
+func benchmarkHTTP1Request(b *testing.B, request string, inbound bool) {
 	body := strings.Repeat("x", 1024)
 	answer := []byte("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 1024\r\n\r\n" + body)
 	up := fixedhttp.Start(b, answer)
 
-	cfg := config.Default()
-	cfg.AccessLog = false
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
+	var addr string
+	if inbound {
+		_, addr = inboundFront(b, up, nil, func(cfg *config.Config) { cfg.AccessLog = false })
+	} else {
+		cfg := config.Default()
+		cfg.AccessLog = false
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			b.Fatal(err)
+		}
+		port := uint16(ln.Addr().(*net.TCPAddr).Port)
+		p := New(Options{Config: cfg, Resolver: discovery.Chain{discovery.NewStatic(map[string][]string{"echo": {up}})},
+			Log: zap.NewNop(), OwnPorts: []uint16{port}})
+		done := make(chan struct{})
+		go func() { _ = p.ServeOutbound(ln); close(done) }()
+		defer func() { p.Close(); <-done }()
+		addr = ln.Addr().String()
 	}
-	port := uint16(ln.Addr().(*net.TCPAddr).Port)
-	p := New(Options{Config: cfg, Resolver: discovery.Chain{discovery.NewStatic(map[string][]string{"echo": {up}})},
-		Log: zap.NewNop(), OwnPorts: []uint16{port}})
-	done := make(chan struct{})
-	go func() { _ = p.ServeOutbound(ln); close(done) }()
-	defer func() { p.Close(); <-done }()
 
-	c, err := net.Dial("tcp", ln.Addr().String())
+	c, err := net.Dial("tcp", addr)
 	if err != nil {
 		b.Fatal(err)
 	}

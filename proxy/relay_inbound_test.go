@@ -22,11 +22,18 @@ import (
 // listener serves redirected ones whose original destination is app (the
 // iptables redirect and its lookup are e2e's): what the inbound path does
 // with them runs as it does in a pod.
-func inboundFront(t *testing.T, app string) (*Proxy, *metrics.Metrics, string) {
+// m may be nil: no metrics.
+func inboundFront(t testing.TB, app string, m *metrics.Metrics, mod func(*config.Config)) (*Proxy, string) {
 	t.Helper()
-	m := metrics.New()
 	cfg := config.Default()
-	p := New(Options{Config: cfg, Resolver: discovery.Chain{}, Log: zap.NewNop(), Metrics: m})
+	if mod != nil {
+		mod(cfg)
+	}
+	opts := Options{Config: cfg, Resolver: discovery.Chain{}, Log: zap.NewNop()}
+	if m != nil {
+		opts.Metrics = m
+	}
+	p := New(opts)
 	dst := netip.MustParseAddrPort(app)
 	addr := loopserve.Serve(t, func(nc net.Conn) {
 		c := p.track(nc.(*net.TCPConn))
@@ -38,7 +45,7 @@ func inboundFront(t *testing.T, app string) (*Proxy, *metrics.Metrics, string) {
 		p.inbound.serveConn(c)
 	})
 	t.Cleanup(func() { p.Close() })
-	return p, m, addr
+	return p, addr
 }
 
 // An inbound request reaches the app as the client sent it, with a
@@ -48,7 +55,8 @@ func TestRelayInboundPassesBytesOn(t *testing.T) {
 	up := newRawUpstream(t, func(n int, head string) string {
 		return "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi"
 	})
-	p, m, addr := inboundFront(t, up.addr)
+	m := metrics.New()
+	p, addr := inboundFront(t, up.addr, m, nil)
 	c := dialRaw(t, addr)
 	for i := 0; i < 3; i++ {
 		resp, body := c.do("GET /x?q=1 HTTP/1.1\r\nHost: app.example\r\nX-Meshd-Attempt: 2\r\nConnection: keep-alive\r\n\r\n", "GET")
@@ -121,7 +129,8 @@ func TestRelayInboundWatchesTheClient(t *testing.T) {
 			}
 		}
 	})
-	p, m, addr := inboundFront(t, app)
+	m := metrics.New()
+	p, addr := inboundFront(t, app, m, nil)
 
 	c := dialRaw(t, addr)
 	start := time.Now()
@@ -165,7 +174,7 @@ func TestRelayInboundPipelinedWhileSlow(t *testing.T) {
 		}
 		return "HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n" + string(rune('0'+n))
 	})
-	_, _, addr := inboundFront(t, up.addr)
+	_, addr := inboundFront(t, up.addr, nil, nil)
 	c := dialRaw(t, addr)
 	if _, err := io.WriteString(c.c, "GET /1 HTTP/1.1\r\nHost: app\r\n\r\nGET /2 HTTP/1.1\r\nHost: app\r\n\r\n"); err != nil {
 		t.Fatal(err)
