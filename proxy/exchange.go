@@ -179,6 +179,12 @@ func (x *exchange) run() (*http.Response, error) {
 			return x.fail(ErrNoHealthyUpstream)
 		}
 		resp, tryTimedOut, tryCancel, err := x.attempt(attempt, ep, target)
+		if err != nil && !tryTimedOut && !x.timedOut.Load() && x.pastDeadline(time.Now()) {
+			// The upstream ended the attempt as the deadline passed, before
+			// meshd's timer ran: a gRPC server that enforces the
+			// grpc-timeout meshd passed on resets the stream then.
+			tryTimedOut = true
+		}
 		if cerr := x.body.clientErr(); cerr != nil {
 			// The client's own body broke the attempt (malformed chunked
 			// encoding, a reset mid-upload): nothing to blame on the
@@ -253,6 +259,16 @@ func (x *exchange) run() (*http.Response, error) {
 		}
 		return x.succeed(resp, ep, begun, tryCancel, outcome, inTrailers), nil
 	}
+}
+
+// pastDeadline reports whether the exchange's deadline has passed by now.
+// meshd's own request timeout of a gRPC call with a request body is left
+// out: its timer may move it (requestTimeout), and x.deadline does not say.
+func (x *exchange) pastDeadline(now time.Time) bool {
+	if x.deadline.IsZero() || x.grpc && x.ownLimit && x.body != nil {
+		return false
+	}
+	return !now.Before(x.deadline)
 }
 
 // pick chooses the attempt's endpoint: a usable one not tried yet, else a
