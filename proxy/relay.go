@@ -186,15 +186,16 @@ func (p *Proxy) relayInbound(rc *h1.RelayConn, rs *relayState, start time.Time) 
 	}
 	if rr.Resp != nil {
 		// A streamed answer's end is the app's to decide: the client is
-		// watched meanwhile, as a Handler's is.
-		rs.logPath, rs.logID = rs.logFields(req)
-		rs.logPath = append(rs.logPath[:0:0], rs.logPath...)
-		rs.logID = append(rs.logID[:0:0], rs.logID...)
+		// watched meanwhile, as a Handler's is. The request's bytes go
+		// first: what the access log needs of them is copied.
+		path, id := rs.logFields(req)
+		rs.logPath = append(rs.logPath[:0], path...)
+		rs.logID = append(rs.logID[:0], id...)
 		rs.saved = true
 		body := rr.Resp.Body
 		rc.WatchClient(func() { _ = body.Close() })
+		defer rc.StopWatch()
 		code, answered, cut = p.relayAnswer(rc, rs, req.Method, false, 0)
-		rc.StopWatch()
 		return code, answered, cut, ""
 	}
 	code, answered, cut = p.relayAnswer(rc, rs, req.Method, false, 0)

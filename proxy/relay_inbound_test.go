@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"io"
 	"net"
+	"net/http"
 	"net/netip"
 	"strings"
 	"testing"
@@ -134,21 +135,26 @@ func TestRelayInboundWatchesTheClient(t *testing.T) {
 
 	c := dialRaw(t, addr)
 	start := time.Now()
-	resp, body := c.do("GET /slow HTTP/1.1\r\nHost: app\r\n\r\n", "GET")
+	resp, body := c.do("GET /slow HTTP/1.1\r\nHost: app\r\nx-lower: 1\r\n\r\n", "GET")
 	if resp.StatusCode != 200 || body != "slow" {
 		t.Fatalf("slow answer: %d %q", resp.StatusCode, body)
 	}
 	if d := time.Since(start); d < 300*time.Millisecond {
 		t.Fatalf("the slow answer came after %v: not the app's", d)
 	}
-	<-calls
+	if cl := <-calls; !strings.Contains(cl.head, "\r\nx-lower: 1\r\n") {
+		t.Errorf("the app saw %q: not relayed (the general path writes field names canonical)", cl.head)
+	}
 
 	for _, path := range []string{"/hang", "/stream"} {
 		c := dialRaw(t, addr)
-		if _, err := io.WriteString(c.c, "GET "+path+" HTTP/1.1\r\nHost: app\r\n\r\n"); err != nil {
+		if _, err := io.WriteString(c.c, "GET "+path+" HTTP/1.1\r\nHost: app\r\nx-lower: 1\r\n\r\n"); err != nil {
 			t.Fatal(err)
 		}
 		cl := <-calls
+		if !strings.Contains(cl.head, "\r\nx-lower: 1\r\n") {
+			t.Errorf("%s: the app saw %q: not relayed", path, cl.head)
+		}
 		if path == "/stream" {
 			line, err := c.br.ReadString('\n')
 			if err != nil || !strings.HasPrefix(line, "HTTP/1.1 200") {
@@ -176,13 +182,101 @@ func TestRelayInboundPipelinedWhileSlow(t *testing.T) {
 	})
 	_, addr := inboundFront(t, up.addr, nil, nil)
 	c := dialRaw(t, addr)
-	if _, err := io.WriteString(c.c, "GET /1 HTTP/1.1\r\nHost: app\r\n\r\nGET /2 HTTP/1.1\r\nHost: app\r\n\r\n"); err != nil {
+	if _, err := io.WriteString(c.c, "GET /1 HTTP/1.1\r\nHost: app\r\nx-lower: 1\r\n\r\nGET /2 HTTP/1.1\r\nHost: app\r\nx-lower: 2\r\n\r\n"); err != nil {
 		t.Fatal(err)
 	}
 	for i, want := range []string{"1", "2"} {
 		resp, body := c.do("", "GET")
 		if resp.StatusCode != 200 || body != want {
 			t.Fatalf("answer %d: %d %q, want %q", i, resp.StatusCode, body, want)
+		}
+		if h := up.head(i); !strings.Contains(h, "\r\nx-lower: "+want+"\r\n") {
+			t.Errorf("request %d: the app saw %q: not relayed", i, h)
+		}
+	}
+}
+
+// An inbound request's wait is not bounded by anything but its client:
+// an app slower than the head's read timeout, a wait for a connection at
+// MaxConnsPerEndpoint, a body that comes well after its head, all reach
+// the client. Field names pass as the client wrote them, which says the
+// relay carried the request (the general path writes them canonical).
+func TestRelayInboundSlowParts(t *testing.T) {
+	seen := make(chan string, 16)
+	app := loopserve.Serve(t, func(c net.Conn) {
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		br := bufio.NewReader(c)
+		for {
+			head, err := readHead(br)
+			if err != nil {
+				return
+			}
+			seen <- head
+			switch {
+			case strings.HasPrefix(head, "GET /slow "):
+				time.Sleep(600 * time.Millisecond)
+				_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nslow")
+			case strings.HasPrefix(head, "GET /late-body "):
+				_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\n")
+				time.Sleep(300 * time.Millisecond)
+				_, _ = io.WriteString(c, "late")
+			case strings.HasPrefix(head, "HEAD /chunked "):
+				// Not a short answer (a transfer coding): the streamed path.
+				_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-Head: 1\r\n\r\n")
+			default:
+				_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+			}
+		}
+	})
+	_, addr := inboundFront(t, app, nil, func(cfg *config.Config) {
+		cfg.ReadHeaderTimeout = 200 * time.Millisecond
+		cfg.MaxConnsPerEndpoint = 1
+	})
+
+	c := dialRaw(t, addr)
+	for _, tc := range []struct{ method, path, body string }{
+		{"GET", "/slow", "slow"},      // longer than ReadHeaderTimeout, on the connection's first request
+		{"GET", "/late-body", "late"}, // the body 300 ms after the head
+		{"HEAD", "/chunked", ""},      // a HEAD answer with a transfer coding, then another request
+		{"GET", "/ok", "ok"},
+	} {
+		resp, body := c.do(tc.method+" "+tc.path+" HTTP/1.1\r\nHost: app\r\nx-lower: 1\r\n\r\n", tc.method)
+		if resp.StatusCode != 200 || body != tc.body {
+			t.Fatalf("%s %s: %d %q (%v), want 200 %q", tc.method, tc.path, resp.StatusCode, body, resp.Header, tc.body)
+		}
+		if h := <-seen; !strings.Contains(h, "\r\nx-lower: 1\r\n") {
+			t.Errorf("%s %s: the app saw %q: not relayed", tc.method, tc.path, h)
+		}
+	}
+
+	// Two clients, one connection to the app: the second waits for the
+	// first's slow answer.
+	results := make(chan string, 2)
+	for range 2 {
+		go func() {
+			c, err := net.Dial("tcp", addr)
+			if err != nil {
+				results <- err.Error()
+				return
+			}
+			defer c.Close()
+			_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+			if _, err := io.WriteString(c, "GET /slow HTTP/1.1\r\nHost: app\r\n\r\n"); err != nil {
+				results <- err.Error()
+				return
+			}
+			resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+			if err != nil {
+				results <- err.Error()
+				return
+			}
+			b, _ := io.ReadAll(resp.Body)
+			results <- resp.Status + " " + string(b)
+		}()
+	}
+	for range 2 {
+		if r := <-results; r != "200 OK slow" {
+			t.Errorf("a client sharing the app's one connection got %q, want 200 OK slow", r)
 		}
 	}
 }

@@ -19,14 +19,15 @@ type clientConn struct {
 	bw     *bufio.Writer
 	cancel func() // cc.onCancel, bound once for context.AfterFunc
 
-	reused   bool      // it served a request before the current one
-	idleAt   time.Time // when it last went idle
-	nread    int64     // bytes read from nc; only the reading side touches it
-	nwritten int64     // bytes written to nc; only the writing side touches it
-	deadline bool      // a relayed request set a deadline on nc: RoundTrip clears it
-	idleFrom time.Time // when set, the time it goes idle at (the caller's clock reading)
-	pending  []byte    // a relayed request the next Read writes first
-	werr     error     // the error of pending's write
+	reused   bool           // it served a request before the current one
+	idleAt   time.Time      // when it last went idle
+	nread    int64          // bytes read from nc; only the reading side touches it
+	nwritten int64          // bytes written to nc; only the writing side touches it
+	deadline bool           // a relayed request set a deadline on nc: RoundTrip clears it
+	idleFrom time.Time      // when set, the time it goes idle at (the caller's clock reading)
+	pending  []byte         // a relayed request the next Read writes first
+	watch    *RelayResponse // a relayed exchange's, whose Watch may move the deadline
+	werr     error          // the error of pending's write
 	broken   atomic.Bool
 }
 
@@ -83,9 +84,13 @@ func (cc *clientConn) writeRead(w, p []byte) (int, error) {
 			return nr, rerr
 		}
 	}
-	if _, err := cc.Write(w[nw:]); err != nil {
-		cc.werr = err
-		return 0, err
+	for rest := w[nw:]; len(rest) > 0; {
+		n, err := cc.Write(rest)
+		rest = rest[n:]
+		if err != nil && !cc.resumeWait(err) {
+			cc.werr = err
+			return 0, err
+		}
 	}
 	return cc.Read(p)
 }

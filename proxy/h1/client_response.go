@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -60,7 +59,7 @@ func clientHeader(s string, fields []clientField, vals []string) http.Header {
 // otherwise. It returns the head's fields, appended to fields, and the
 // bytes it took, at most max.
 func (cc *clientConn) readHead(h *clientHead, fields []clientField, max int, status bool) ([]clientField, int, error) {
-	raw, inBuf, err := cc.rawHead(max, nil)
+	raw, inBuf, err := cc.rawHead(max)
 	if err != nil {
 		return nil, 0, err
 	}
@@ -92,10 +91,9 @@ func (cc *clientConn) readHead(h *clientHead, fields []clientField, max int, sta
 // ends it. When the head fits in the read buffer the slice is the buffer's
 // own (inBuf): the caller discards it once parsed. Otherwise it is a copy.
 // A connection that ends before any byte of it gives io.EOF; one that ends
-// within it io.ErrUnexpectedEOF. When the read deadline passes while the
-// head still fits the buffer, resume (if set) may have it read on: it
-// reports whether it moved the deadline.
-func (cc *clientConn) rawHead(max int, resume func() bool) (raw []byte, inBuf bool, err error) {
+// within it io.ErrUnexpectedEOF. A read deadline that passes is the
+// relay's to move (resumeWait).
+func (cc *clientConn) rawHead(max int) (raw []byte, inBuf bool, err error) {
 	br := cc.br
 	from := 0
 	for {
@@ -116,7 +114,7 @@ func (cc *clientConn) rawHead(max int, resume func() bool) (raw []byte, inBuf bo
 			if br.Buffered() > len(buf) {
 				continue // bytes came with the error: look at them first
 			}
-			if resume != nil && errors.Is(err, os.ErrDeadlineExceeded) && resume() {
+			if cc.resumeWait(err) {
 				continue
 			}
 			if err == io.EOF && br.Buffered() > 0 {
@@ -134,8 +132,8 @@ func (cc *clientConn) rawHead(max int, resume func() bool) (raw []byte, inBuf bo
 			return nil, false, clientErrHeadTooBig
 		}
 		switch {
-		case err == bufio.ErrBufferFull:
-			continue
+		case err == bufio.ErrBufferFull, err != nil && cc.resumeWait(err):
+			continue // ReadSlice consumed what it returned
 		case err == io.EOF:
 			return nil, false, io.ErrUnexpectedEOF
 		case err != nil:

@@ -23,9 +23,11 @@ func peekSocket(nc net.Conn) peekState {
 	if err != nil {
 		return peekUnknown
 	}
+	// Control, not Read: a read deadline that has passed must not stop the
+	// look (the call never waits).
 	state := peekNothing
 	var b [1]byte
-	err = rc.Read(func(fd uintptr) bool {
+	err = rc.Control(func(fd uintptr) {
 		n, _, err := unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
 		switch {
 		case err == unix.EAGAIN || err == unix.EINTR:
@@ -34,7 +36,6 @@ func peekSocket(nc net.Conn) peekState {
 		default:
 			state = peekEnded // n == 0: end of stream; or an error (a reset)
 		}
-		return true
 	})
 	if err != nil {
 		return peekEnded // closed meanwhile

@@ -367,13 +367,14 @@ func (rc *RelayConn) ClientGone() bool {
 // WatchClient has gone called, on another goroutine, if the client goes
 // away before StopWatch: as for a Handler, the connection is watched once
 // the answer has taken 100 ms. The request's bytes leave the read
-// buffer first (what the client sends next is read into it): Req is no
-// longer valid. A relay calls it before passing on an answer whose end it
-// cannot bound in time.
+// buffer first (what the client sends next is read into it): Req's byte
+// slices are no longer valid (its Method and lengths are). A relay calls
+// it before passing on an answer whose end it cannot bound in time, and
+// must call StopWatch, even when it panics.
 func (rc *RelayConn) WatchClient(gone func()) {
 	c := rc.c
 	_, _ = c.br.Discard(rc.size)
-	rc.size, rc.Req = 0, RawRequest{}
+	rc.size = 0
 	c.mu.Lock()
 	c.cancel = gone
 	c.inHandler, c.bodyDone, c.watchWanted = true, true, false

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"time"
 )
 
@@ -25,11 +26,12 @@ type RelayResponse struct {
 	Resp   *http.Response // the answer when it is not short
 
 	// Watch, when set, is called when Relay's deadline passes while it
-	// waits for the answer's head (the request written): a time it
-	// returns is the new deadline, and the wait goes on; the zero time
-	// ends it with the deadline's error. It is how a caller without a
-	// deadline of its own looks at something else (its client) now and
-	// then.
+	// writes the request or reads the answer's head (and a short
+	// answer's body), or has passed already when Relay has a connection:
+	// a time it returns is the new deadline, and the work goes on; the
+	// zero time ends it with the deadline's error. It is how a caller
+	// without a deadline of its own looks at something else (its client)
+	// now and then.
 	Watch func() time.Time
 
 	head   []byte
@@ -120,6 +122,16 @@ func relayIdempotent(method string) bool {
 }
 
 func (cc *clientConn) relay(deadline time.Time, req []byte, method string, rr *RelayResponse) error {
+	if rr.Watch != nil {
+		// The wait for this connection may have taken the deadline.
+		if !deadline.IsZero() && !time.Now().Before(deadline) {
+			if d := rr.Watch(); !d.IsZero() {
+				deadline = d
+			}
+		}
+		cc.watch = rr
+		defer func() { cc.watch = nil }()
+	}
 	// The deadline stays when the connection goes back to the pool: the
 	// next relayed request sets its own, and RoundTrip clears it.
 	if !deadline.IsZero() || cc.deadline {
@@ -158,23 +170,9 @@ func (cc *clientConn) relayResponse(method string, rr *RelayResponse) error {
 	var inBuf bool
 	var fields []clientField
 	var statusEnd int
-	var resume func() bool
-	if rr.Watch != nil {
-		resume = func() bool {
-			if cc.werr != nil || cc.pending != nil {
-				return false // the request is not all written
-			}
-			d := rr.Watch()
-			if d.IsZero() {
-				return false
-			}
-			_ = cc.nc.SetDeadline(d)
-			return true
-		}
-	}
 	for {
 		var err error
-		raw, inBuf, err = cc.rawHead(budget, resume)
+		raw, inBuf, err = cc.rawHead(budget)
 		if err != nil {
 			return err
 		}
@@ -203,6 +201,9 @@ func (cc *clientConn) relayResponse(method string, rr *RelayResponse) error {
 	rr.Status, rr.Resp, rr.Body, rr.bodyCC = h.code, nil, nil, nil
 	if short && inBuf && len(raw)+int(n) <= br.Size() {
 		all, err := br.Peek(len(raw) + int(n))
+		for err != nil && cc.resumeWait(err) {
+			all, err = br.Peek(len(raw) + int(n))
+		}
 		if err != nil {
 			if errors.Is(err, io.EOF) {
 				err = io.ErrUnexpectedEOF
@@ -278,4 +279,20 @@ func relayFrame(raw []byte, fields []clientField, minor, code int, method string
 		return cl, keep, true, nil
 	}
 	return 0, false, false, nil
+}
+
+// resumeWait is called with the error of a read or write of a relayed
+// exchange: when it is the deadline's, the relay's Watch may move the
+// deadline (true: the work goes on).
+func (cc *clientConn) resumeWait(err error) bool {
+	rr := cc.watch
+	if rr == nil || cc.werr != nil || !errors.Is(err, os.ErrDeadlineExceeded) {
+		return false
+	}
+	d := rr.Watch()
+	if d.IsZero() {
+		return false
+	}
+	_ = cc.nc.SetDeadline(d)
+	return true
 }
