@@ -76,9 +76,12 @@ func (cc *clientConn) writeRead(w, p []byte) (int, error) {
 		nw, nr, werr, rerr = wr.WriteRead(w, p)
 		cc.nwritten += int64(nw)
 		switch {
-		case werr != nil:
+		case werr != nil && !cc.resumeWait(werr):
 			cc.werr = werr
 			return 0, werr
+		case werr != nil:
+			// A relay's deadline passed and was moved: the rest is
+			// written below.
 		case nw == len(w):
 			cc.nread += int64(nr)
 			return nr, rerr

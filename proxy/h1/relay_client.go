@@ -88,8 +88,8 @@ func (rr *RelayResponse) ReleaseAt(now time.Time) {
 // before a byte of the answer came back is replaced by a new one once,
 // when the request cannot have been seen or method is idempotent; else
 // the error wraps ErrServerClosedIdle. 1xx answers are skipped; a 101
-// is ErrUnaskedUpgrade. rr.Watch may move the deadline of the wait for
-// the answer's head.
+// is ErrUnaskedUpgrade. rr.Watch may move the deadline while the request
+// is written and the answer's head (and a short answer's body) read.
 func (t *Transport) Relay(ctx context.Context, addr string, now, deadline time.Time, req []byte, method string, rr *RelayResponse) error {
 	fresh := false
 	for {
@@ -129,8 +129,9 @@ func (cc *clientConn) relay(deadline time.Time, req []byte, method string, rr *R
 				deadline = d
 			}
 		}
+		// Set until the connection may leave this goroutine (relayResponse
+		// clears it): a connection released to the pool must not carry it.
 		cc.watch = rr
-		defer func() { cc.watch = nil }()
 	}
 	// The deadline stays when the connection goes back to the pool: the
 	// next relayed request sets its own, and RoundTrip clears it.
@@ -142,7 +143,7 @@ func (cc *clientConn) relay(deadline time.Time, req []byte, method string, rr *R
 	// The request is written by the answer's first read (writeRead).
 	cc.pending, cc.werr = req, nil
 	if err := cc.relayResponse(method, rr); err != nil {
-		cc.pending = nil
+		cc.pending, cc.watch = nil, nil
 		cc.p.closeConn(cc, true, true)
 		if werr := cc.werr; werr != nil {
 			if cc.reused && clientIsStale(werr) {
@@ -212,10 +213,14 @@ func (cc *clientConn) relayResponse(method string, rr *RelayResponse) error {
 		}
 		rr.head, rr.Body, rr.fields = all[:len(raw)], all[len(raw):], fields
 		rr.cc, rr.size, rr.keep = cc, len(all), keep
+		cc.watch = nil
 		return nil
 	}
 
-	// Anything else is read as RoundTrip reads it.
+	// Anything else is read as RoundTrip reads it, with no Watch: the
+	// connection may go back to the pool from here (an answer without a
+	// body), and a body's reads are the caller's to bound.
+	cc.watch = nil
 	h.s = string(raw)
 	if inBuf {
 		_, _ = br.Discard(len(raw))
