@@ -49,6 +49,24 @@ func inboundFront(t testing.TB, app string, m *metrics.Metrics, mod func(*config
 	return p, addr
 }
 
+// scriptedApp is a loopback app that reads request heads (no bodies) and
+// hands each to answer, which writes what it likes; false ends the
+// connection. A connection lives 10 s at most, so that a failing meshd
+// fails the test rather than hang it.
+func scriptedApp(t *testing.T, answer func(c net.Conn, br *bufio.Reader, head string) bool) string {
+	t.Helper()
+	return loopserve.Serve(t, func(c net.Conn) {
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		br := bufio.NewReader(c)
+		for {
+			head, err := readHead(br)
+			if err != nil || !answer(c, br, head) {
+				return
+			}
+		}
+	})
+}
+
 // An inbound request reaches the app as the client sent it, with a
 // request ID added and the client's attempt number kept, over one kept-
 // alive connection; it is counted under the inbound direction.
@@ -104,31 +122,24 @@ func TestRelayInboundWatchesTheClient(t *testing.T) {
 		closed chan struct{} // closed when the app sees its connection end
 	}
 	calls := make(chan call, 8)
-	app := loopserve.Serve(t, func(c net.Conn) {
-		_ = c.SetDeadline(time.Now().Add(5 * time.Second)) // a failing meshd fails the test, not hangs it
-		br := bufio.NewReader(c)
-		for {
-			head, err := readHead(br)
-			if err != nil {
-				return
-			}
-			cl := call{head: head, closed: make(chan struct{})}
-			calls <- cl
-			switch {
-			case strings.HasPrefix(head, "GET /slow "):
-				time.Sleep(350 * time.Millisecond)
-				_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nslow")
-			case strings.HasPrefix(head, "GET /hang "):
-				_, _ = br.Peek(1) // until meshd closes the connection
-				close(cl.closed)
-				return
-			case strings.HasPrefix(head, "GET /stream "):
-				_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nfirst\r\n")
-				_, _ = br.Peek(1)
-				close(cl.closed)
-				return
-			}
+	app := scriptedApp(t, func(c net.Conn, br *bufio.Reader, head string) bool {
+		cl := call{head: head, closed: make(chan struct{})}
+		calls <- cl
+		switch {
+		case strings.HasPrefix(head, "GET /slow "):
+			time.Sleep(350 * time.Millisecond)
+			_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nslow")
+		case strings.HasPrefix(head, "GET /hang "):
+			_, _ = br.Peek(1) // until meshd closes the connection
+			close(cl.closed)
+			return false
+		case strings.HasPrefix(head, "GET /stream "):
+			_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nfirst\r\n")
+			_, _ = br.Peek(1)
+			close(cl.closed)
+			return false
 		}
+		return true
 	})
 	m := metrics.New()
 	p, addr := inboundFront(t, app, m, nil)
@@ -203,30 +214,23 @@ func TestRelayInboundPipelinedWhileSlow(t *testing.T) {
 // relay carried the request (the general path writes them canonical).
 func TestRelayInboundSlowParts(t *testing.T) {
 	seen := make(chan string, 16)
-	app := loopserve.Serve(t, func(c net.Conn) {
-		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-		br := bufio.NewReader(c)
-		for {
-			head, err := readHead(br)
-			if err != nil {
-				return
-			}
-			seen <- head
-			switch {
-			case strings.HasPrefix(head, "GET /slow "):
-				time.Sleep(600 * time.Millisecond)
-				_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nslow")
-			case strings.HasPrefix(head, "GET /late-body "):
-				_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\n")
-				time.Sleep(300 * time.Millisecond)
-				_, _ = io.WriteString(c, "late")
-			case strings.HasPrefix(head, "HEAD /chunked "):
-				// Not a short answer (a transfer coding): the streamed path.
-				_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-Head: 1\r\n\r\n")
-			default:
-				_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-			}
+	app := scriptedApp(t, func(c net.Conn, _ *bufio.Reader, head string) bool {
+		seen <- head
+		switch {
+		case strings.HasPrefix(head, "GET /slow "):
+			time.Sleep(600 * time.Millisecond)
+			_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nslow")
+		case strings.HasPrefix(head, "GET /late-body "):
+			_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\n")
+			time.Sleep(300 * time.Millisecond)
+			_, _ = io.WriteString(c, "late")
+		case strings.HasPrefix(head, "HEAD /chunked "):
+			// Not a short answer (a transfer coding): the streamed path.
+			_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-Head: 1\r\n\r\n")
+		default:
+			_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
 		}
+		return true
 	})
 	_, addr := inboundFront(t, app, nil, func(cfg *config.Config) {
 		cfg.ReadHeaderTimeout = 200 * time.Millisecond
