@@ -387,12 +387,8 @@ func (p *clientPool) sweep(now time.Time, timeout time.Duration) (left int, next
 			kept = append(kept, cc)
 			continue
 		}
-		if cc.deadline {
-			// A relayed request's, passed by now: the probe must not
-			// take it for the upstream's end.
-			_ = cc.nc.SetDeadline(time.Time{})
-			cc.deadline = false
-		}
+		// A relayed request's deadline, passed by now, does not stop the
+		// look: it never waits, and ignores deadlines.
 		if clientPeerGone(cc.nc) {
 			cc.close(true, true)
 			gone++
