@@ -74,7 +74,7 @@ func benchMain(args []string) int {
 	fs.IntVar(&o.maxConns, "max-conns", 64, "connections of the maximum-rate run")
 	fs.IntVar(&o.size, "size", 1024, "response body bytes (fortio echo ?size=)")
 	fs.Int64Var(&o.streamBytes, "stream-bytes", 1<<30, "length of the opaque TCP stream (0 = no opaque figure)")
-	rows := fs.String("rows", "direct,meshd,meshd-2hop,haproxy,nginx", "rows to run, in order (direct is needed for the ratios)")
+	rows := fs.String("rows", "direct,meshd,meshd-2hop,haproxy,haproxy-tcp,nginx", "rows to run, in order (direct is needed for the ratios)")
 	fs.StringVar(&o.meshdBin, "meshd", "bin/meshd", "meshd binary (make build)")
 	fs.StringVar(&o.fortioBin, "fortio", "bin/fortio", "fortio binary (built by make bench from tools/fortio)")
 	fs.StringVar(&o.out, "out", "", "results directory (default bench/results/<today>)")
@@ -167,6 +167,9 @@ func run(o options, command string) (err error) {
 			if d.name == strings.TrimSpace(name) {
 				defs = append(defs, d)
 				want[d.name] = true
+				if d.peer != "" {
+					want[d.peer] = true
+				}
 				found = true
 			}
 		}
@@ -246,7 +249,7 @@ func run(o options, command string) (err error) {
 	}
 	var kept []rowDef
 	for _, d := range defs {
-		if (d.name == "haproxy" && e.haproxyBin == "") || (d.name == "nginx" && e.nginxBin == "") {
+		if (d.peer == "haproxy" && e.haproxyBin == "") || (d.peer == "nginx" && e.nginxBin == "") {
 			res.Notes = append(res.Notes, d.name+" row skipped: not installed")
 			continue
 		}

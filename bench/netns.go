@@ -148,7 +148,11 @@ func (e *benchEnv) redirectInbound(ctx context.Context) error {
 func installFirst(o options) []string {
 	want := map[string]bool{}
 	for _, r := range o.rows {
-		want[strings.TrimSpace(r)] = true
+		for _, d := range allRows {
+			if d.name == strings.TrimSpace(r) && d.peer != "" {
+				want[d.peer] = true
+			}
+		}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()

@@ -43,6 +43,13 @@ type machine struct {
 	MemTotal   string `json:"mem_total"`
 	Kernel     string `json:"kernel"`
 	GoHarness  string `json:"go"`
+	// IdleDriver is the kernel's cpuidle driver, and HaltPollNs the
+	// haltpoll driver's guest_halt_poll_ns when it has one: how long an
+	// idle virtual CPU polls before it halts. Every cross-core wake-up of
+	// a halted one is a trip through the hypervisor, which sets the floor
+	// of the latency any proxy adds (docs/performance.md).
+	IdleDriver string `json:"cpuidle_driver,omitempty"`
+	HaltPollNs string `json:"guest_halt_poll_ns,omitempty"`
 }
 
 type rowResult struct {
@@ -126,6 +133,12 @@ func readMachine() machine {
 	}
 	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
 		m.Kernel = strings.TrimSpace(string(b))
+	}
+	if b, err := os.ReadFile("/sys/devices/system/cpu/cpuidle/current_driver"); err == nil {
+		m.IdleDriver = strings.TrimSpace(string(b))
+	}
+	if b, err := os.ReadFile("/sys/module/haltpoll/parameters/guest_halt_poll_ns"); err == nil {
+		m.HaltPollNs = strings.TrimSpace(string(b))
 	}
 	return m
 }
@@ -419,6 +432,7 @@ func boolp(b bool) *bool { return &b }
 // judge compares meshd's figures with the targets of docs/performance.md.
 func judge(rows []rowResult) []target {
 	m, m2, h := rowByName(rows, "meshd"), rowByName(rows, "meshd-2hop"), rowByName(rows, "haproxy")
+	floor := rowByName(rows, "haproxy-tcp")
 	get := func(r *rowResult, k string) (float64, bool) {
 		if r == nil {
 			return 0, false
@@ -462,6 +476,9 @@ func judge(rows []rowResult) []target {
 	if v, ok := added(m, figP50); ok {
 		t.Meshd = fmt.Sprintf("%+.3f ms", v)
 		t.Met = boolp(v <= 0.10)
+		if fv, ok := added(floor, figP50); ok {
+			t.Ref = fmt.Sprintf("HAProxy mode tcp (no HTTP work) %+.3f ms", fv)
+		}
 	}
 	out = append(out, t)
 
@@ -537,6 +554,16 @@ func markdown(res *results) string {
 	m := res.Machine
 	fmt.Fprintf(&b, "Machine: %s, %d CPUs (%s MHz%s), %s RAM, Linux %s. ", m.CPUModel, m.CPUs, m.CPUMHz,
 		map[bool]string{true: ", virtual machine", false: ""}[m.Hypervisor], m.MemTotal, m.Kernel)
+	if m.IdleDriver != "" {
+		fmt.Fprintf(&b, "CPU idle driver: %s", m.IdleDriver)
+		if m.HaltPollNs != "" {
+			fmt.Fprintf(&b, ", guest halt polling %s ns", m.HaltPollNs)
+			if m.HaltPollNs == "0" {
+				b.WriteString(" (an idle CPU halts at once: waking it goes through the hypervisor)")
+			}
+		}
+		b.WriteString(". ")
+	}
 	fmt.Fprintf(&b, "Proxies on core %d, load generator and upstreams on core %d (taskset).\n\n", s.ProxyCore, s.LoadCore)
 	fmt.Fprintf(&b, "Each figure is the median of %d runs, rows interleaved per repetition; %.0f s per load run after a %.1f s warm-up; "+
 		"latency at %.0f req/s over %d connections, maximum rate over %d connections, %d-byte response bodies (fortio's echo server); "+

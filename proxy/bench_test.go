@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"net"
+	"net/http"
 	"strconv"
 	"strings"
 	"testing"
@@ -14,6 +15,7 @@ import (
 	"github.com/meshd/meshd/discovery"
 	"github.com/meshd/meshd/internal/fixedhttp"
 	"github.com/meshd/meshd/proxy/balance"
+	"github.com/meshd/meshd/proxy/h1"
 	"github.com/meshd/meshd/resilience"
 )
 
@@ -128,5 +130,101 @@ func benchmarkHTTP1Request(b *testing.B, request string, inbound bool) {
 	b.ResetTimer()
 	for range b.N {
 		roundTrip()
+	}
+}
+
+// BenchmarkServiceName measures the authority parsing every outbound
+// request pays: an authority to the service it names, in each form a
+// client writes one.
+func BenchmarkServiceName(b *testing.B) {
+	for _, tc := range []struct{ name, authority, want string }{
+		{"bare", "payments", "payments"},
+		{"port", "payments:8080", "payments"},
+		{"consul-dc", "payments.service.dc1.consul", "payments"},
+		{"kubernetes", "Payments.shop.svc.cluster.local", "payments"},
+		{"address", "10.0.0.1:8080", ""},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			if got := ServiceName(tc.authority); got != tc.want {
+				b.Fatalf("ServiceName(%q) = %q; want %q", tc.authority, got, tc.want)
+			}
+			b.ReportAllocs()
+			for range b.N {
+				ServiceName(tc.authority)
+			}
+		})
+	}
+}
+
+// BenchmarkRouteLookup measures a request's route: its service's current
+// endpoints from discovery (static here: a watched name answers the same
+// way) and its upstream with the resilience state.
+func BenchmarkRouteLookup(b *testing.B) {
+	static := discovery.NewStatic(map[string][]string{"payments": {"10.0.0.1:80", "10.0.0.2:80", "10.0.0.3:80"}})
+	p := New(Options{Config: config.Default(), Resolver: discovery.Chain{static}, Log: zap.NewNop()})
+	defer p.Close()
+	var rt route
+	var lt lazyTimeout
+	ctx := b.Context()
+	if r, err := p.serviceRouteInto(ctx, "payments", &rt, &lt); err != nil || r.key != "payments" || len(r.eps) != 3 {
+		b.Fatalf("route: %v, %+v", err, r)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		if _, err := p.serviceRouteInto(ctx, "payments", &rt, &lt); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkRelayRequestHead measures the relay's header rewriting: a
+// request head scanned where it lies and written again for the upstream,
+// without its hop-by-hop fields and with X-Request-Id and X-Meshd-Attempt.
+func BenchmarkRelayRequestHead(b *testing.B) {
+	head := []byte("GET /orders/42?full=1 HTTP/1.1\r\nHost: payments\r\nUser-Agent: bench\r\n" +
+		"Accept: application/json\r\nConnection: keep-alive\r\nTraceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01\r\n\r\n")
+	var req h1.RawRequest
+	var id [36]byte
+	appendRequestID(&id)
+	out := make([]byte, 0, 512)
+	if !h1.ScanRequest(head, &req) {
+		b.Fatal("head not accepted")
+	}
+	got := string(relayRequestHead(out, &req, 1, true, &id))
+	for _, want := range []string{"GET /orders/42?full=1 HTTP/1.1\r\n", "\r\nTraceparent: 00-", "\r\n" + HeaderRequestID + ": " + string(id[:]) + "\r\n",
+		"\r\n" + HeaderAttempt + ": 1\r\n\r\n"} {
+		if !strings.Contains(got, want) {
+			b.Fatalf("head %q lacks %q", got, want)
+		}
+	}
+	if strings.Contains(got, "Connection") {
+		b.Fatalf("head %q passes the hop-by-hop Connection on", got)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		h1.ScanRequest(head, &req)
+		out = relayRequestHead(out[:0], &req, 1, true, &id)
+	}
+}
+
+// BenchmarkRemoveHopHeaders measures the general path's header rewriting:
+// the hop-by-hop fields of a request's header, fixed and named by
+// Connection, removed.
+func BenchmarkRemoveHopHeaders(b *testing.B) {
+	h := http.Header{"Accept": {"*/*"}, "User-Agent": {"bench"}}
+	conn, te, extra := []string{"keep-alive, X-Hop"}, []string{"trailers"}, []string{"1"}
+	fill := func() { h["Connection"], h["Te"], h["X-Hop"] = conn, te, extra }
+	fill()
+	removeHopHeaders(h)
+	if len(h) != 2 || h.Get("Accept") == "" {
+		b.Fatalf("header after removal: %v", h)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		fill()
+		removeHopHeaders(h)
 	}
 }

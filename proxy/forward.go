@@ -25,14 +25,24 @@ func removeHopHeaders(h http.Header) {
 		for f != "" {
 			var name string
 			name, f, _ = strings.Cut(f, ",")
-			if name = strings.TrimSpace(name); name != "" {
-				h.Del(name)
+			if name = strings.TrimSpace(name); name != "" && !fixedHop(name) {
+				h.Del(name) // the fixed ones go below, without Del's canonical copy of the name
 			}
 		}
 	}
 	for _, k := range hopHeaders {
 		delete(h, k)
 	}
+}
+
+// fixedHop reports whether name is one of hopHeaders, in any case.
+func fixedHop(name string) bool {
+	for _, k := range hopHeaders {
+		if strings.EqualFold(k, name) {
+			return true
+		}
+	}
+	return false
 }
 
 // errUnaskedUpgrade is an upstream switching protocols for a request that
