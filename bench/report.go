@@ -137,8 +137,12 @@ func readMachine() machine {
 	if b, err := os.ReadFile("/sys/devices/system/cpu/cpuidle/current_driver"); err == nil {
 		m.IdleDriver = strings.TrimSpace(string(b))
 	}
-	if b, err := os.ReadFile("/sys/module/haltpoll/parameters/guest_halt_poll_ns"); err == nil {
-		m.HaltPollNs = strings.TrimSpace(string(b))
+	if m.IdleDriver == "haltpoll" {
+		// The parameter is there whenever the governor is built in; it
+		// matters only under the haltpoll driver.
+		if b, err := os.ReadFile("/sys/module/haltpoll/parameters/guest_halt_poll_ns"); err == nil {
+			m.HaltPollNs = strings.TrimSpace(string(b))
+		}
 	}
 	return m
 }

@@ -149,7 +149,7 @@ func BenchmarkServiceName(b *testing.B) {
 				b.Fatalf("ServiceName(%q) = %q; want %q", tc.authority, got, tc.want)
 			}
 			b.ReportAllocs()
-			for range b.N {
+			for b.Loop() {
 				ServiceName(tc.authority)
 			}
 		})
