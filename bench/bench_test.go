@@ -2,6 +2,7 @@ package main
 
 import (
 	"math"
+	"strings"
 	"testing"
 )
 
@@ -87,7 +88,7 @@ func TestCPUListHas(t *testing.T) {
 }
 
 func TestSummarizeAndJudge(t *testing.T) {
-	defs := []rowDef{{name: "direct"}, {name: "meshd"}, {name: "meshd-2hop"}, {name: "haproxy"}}
+	defs := []rowDef{{name: "direct"}, {name: "meshd"}, {name: "meshd-2hop"}, {name: "haproxy"}, {name: "haproxy-tcp"}}
 	run := func(f map[string]float64) runResult { return runResult{Figures: f} }
 	runs := map[string][]runResult{
 		"direct": {run(map[string]float64{figP50: 0.05, figP90: 0.10, figOpaque: 2}),
@@ -98,6 +99,7 @@ func TestSummarizeAndJudge(t *testing.T) {
 		"meshd-2hop": {run(map[string]float64{figP50: 0.3, figP90: 0.5})},
 		"haproxy": {run(map[string]float64{figP50: 0.1, figP90: 0.3,
 			figReqPerCPU: 100000, figCPUPer1000: 40})},
+		"haproxy-tcp": {run(map[string]float64{figP50: 0.09, figP90: 0.2})},
 	}
 	rows := summarize(defs, runs)
 	m := rowByName(rows, "meshd")
@@ -115,6 +117,35 @@ func TestSummarizeAndJudge(t *testing.T) {
 	for i, tg := range ts {
 		if tg.Met == nil || *tg.Met != want[i] {
 			t.Errorf("%s: met = %v, want %v", tg.Figure, tg.Met, want[i])
+		}
+	}
+	// The p50 target's reference is the floor: the hop with no HTTP work.
+	if ref := ts[2].Ref; !strings.Contains(ts[2].Figure, "p50") || !strings.Contains(ref, "mode tcp") || !strings.Contains(ref, "+0.030 ms") {
+		t.Errorf("p50 target %q: reference %q, want the haproxy-tcp row's +0.030 ms", ts[2].Figure, ref)
+	}
+}
+
+// TestMarkdownMachineIdle checks that the results say how the machine's
+// idle CPUs wait, and what a halt-polling setting of 0 means.
+func TestMarkdownMachineIdle(t *testing.T) {
+	for _, c := range []struct {
+		m    machine
+		want []string
+		not  string
+	}{
+		{machine{IdleDriver: "haltpoll", HaltPollNs: "0"}, []string{"CPU idle driver: haltpoll, guest halt polling 0 ns (an idle CPU halts at once"}, ""},
+		{machine{IdleDriver: "haltpoll", HaltPollNs: "200000"}, []string{"guest halt polling 200000 ns. "}, "halts at once"},
+		{machine{IdleDriver: "intel_idle"}, []string{"CPU idle driver: intel_idle. "}, "halt polling"},
+		{machine{}, nil, "CPU idle driver"},
+	} {
+		md := markdown(&results{Machine: c.m})
+		for _, w := range c.want {
+			if !strings.Contains(md, w) {
+				t.Errorf("%+v: results lack %q:\n%s", c.m, w, md)
+			}
+		}
+		if c.not != "" && strings.Contains(md, c.not) {
+			t.Errorf("%+v: results say %q:\n%s", c.m, c.not, md)
 		}
 	}
 }
